@@ -13,13 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the study on the embedded default dataset and print where the results are.
+## The whole study on the embedded default dataset, the executed submission notebook and submission.zip.
 study: $(STAMP)
-	$(BIN)/tl-fastai data --out $(OUT)
+	$(BIN)/tl-fastai study --preset auto --out $(OUT)
+	$(BIN)/tl-fastai notebook --out $(OUT) --execute
+	$(BIN)/tl-fastai zip --out $(OUT)
+	@echo "Results: $(OUT)/ (runs, study.json, figures), notebook.ipynb, submission.zip"
 
 ## Library in sync with nbs/, notebook tests, then pytest.
 test: $(STAMP) sync-check
-	$(BIN)/nbdev-test --n_workers 2
+	$(BIN)/nbdev-test --n-workers 1
 	$(BIN)/python -m pytest -q
 
 ## Fail if nbdev-export would change tl_fastai/ (the library must be exported from nbs/).
