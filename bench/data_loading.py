@@ -1,6 +1,7 @@
-"""DataLoader throughput on ELPV: tl_fastai.data.get_dls vs a plain torchvision Dataset + DataLoader doing the same work.
+"""DataLoader throughput on ELPV: tl_fastai.data.get_dls (in-memory cache, and decoding every epoch) vs a plain torchvision Dataset + DataLoader.
 
-Both decode each PNG to RGB, resize to round(size*1.25), flip/rotate by 90 degrees, jitter brightness/contrast, bring
+The tl_fastai loaders decode each PNG once into memory (cached) or every epoch; torchvision decodes every epoch. All
+decode each PNG to RGB, resize to round(size*1.25), flip/rotate by 90 degrees, jitter brightness/contrast, bring
 the image to `size` with a small random zoom and normalise with (0.5, 0.5). Epochs over the train split alternate
 between the two, so load from other processes hits both alike; the first batch of each epoch (worker start-up) is
 left out of img/s, the epoch time includes it.
@@ -40,12 +41,20 @@ def time_epoch(dl)->tuple:
     t2 = time.perf_counter()
     return n, t2 - t1, t2 - t0
 
-def bench(loaders:dict, epochs:int)->dict:
+def alternate(loaders:dict, epochs:int)->dict:
     "Per loader: (img/s after warm-up batches, mean epoch seconds) over `epochs` alternating epochs."
     tot = {k: [0, 0., 0.] for k in loaders}
     for _ in range(epochs):
         for k, dl in loaders.items(): tot[k] = [a + b for a, b in zip(tot[k], time_epoch(dl))]
     return {k: (n/s, e/epochs) for k, (n, s, e) in tot.items()}
+
+def measure(df, size:int, bs:int, workers:int, epochs:int)->dict:
+    "img/s and s/epoch over the train rows: tl_fastai cached, tl_fastai decoding every epoch, plain torchvision."
+    train = df[df.split == 'train'].reset_index(drop=True)
+    kw = dict(size=size, bs=bs, augs=default_augs('elpv'), num_workers=workers)
+    tv = DataLoader(ElpvDataset(train, torchvision_tfms(size)), batch_size=bs, shuffle=True, drop_last=True, num_workers=workers)
+    return alternate({'tl_fastai cached': get_dls(df, **kw).train, 'tl_fastai decoding': get_dls(df, cache=False, **kw).train,
+                      'torchvision': tv}, epochs)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,17 +64,13 @@ def main():
     p.add_argument('--epochs', type=int, default=1, help='timed epochs per loader and setting')
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as out: df = prepare_split(load_source('elpv', scan=False), out=out)
-    train = df[df.split == 'train'].reset_index(drop=True)
-    print(f'ELPV: {len(df)} images, {len(train)} train, bs {a.bs}, {a.epochs} epoch(s) each; '
+    print(f'ELPV: {len(df)} images, {(df.split == "train").sum()} train, bs {a.bs}, {a.epochs} epoch(s) each; '
           f'{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs')
-    print(f"{'size':>4} {'workers':>7} {'fastai img/s':>12} {'tv img/s':>9} {'ratio':>6} {'fastai s/epoch':>14} {'tv s/epoch':>10}")
+    print(f"{'size':>4} {'workers':>7} {'loader':>18} {'img/s':>8} {'s/epoch':>8} {'vs torchvision':>14}")
     for size in map(int, a.sizes.split(',')):
         for nw in map(int, a.workers.split(',')):
-            dls = get_dls(df, size=size, bs=a.bs, augs=default_augs('elpv'), num_workers=nw)
-            tv = DataLoader(ElpvDataset(train, torchvision_tfms(size)), batch_size=a.bs, shuffle=True,
-                            drop_last=True, num_workers=nw)
-            r = bench(dict(fastai=dls.train, tv=tv), a.epochs)
-            (fa, fe), (ta, te) = r['fastai'], r['tv']
-            print(f'{size:>4} {nw:>7} {fa:>12.1f} {ta:>9.1f} {fa/ta:>6.2f} {fe:>14.1f} {te:>10.1f}', flush=True)
+            r = measure(df, size, a.bs, nw, a.epochs)
+            for k, (ips, ep) in r.items():
+                print(f'{size:>4} {nw:>7} {k:>18} {ips:>8.1f} {ep:>8.1f} {ips/r["torchvision"][0]:>14.2f}', flush=True)
 
 if __name__ == '__main__': main()

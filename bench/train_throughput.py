@@ -1,8 +1,9 @@
 """Training throughput on ELPV: the tl_fastai Learner (build_learner + fit) vs a plain timm + PyTorch loop.
 
 Both train the same model (tf_efficientnet_lite0 with its offline ImageNet weights, new 2-class head, unfrozen) on
-the same ELPV train rows, decoded from PNG in both paths (PIL -> RGB -> resize to `--size`, no augmentation, uint8
-items turned to float and normalised with the backbone's statistics on the batch, same DataLoader worker count), with
+the same ELPV train rows, decoded once into memory in both paths (tl_fastai's `ImageCache`: PIL -> RGB -> resize to
+`--size`, uint8; no augmentation; turned to float and normalised with the backbone's statistics on the batch; same
+DataLoader worker count), with
 the same batch size, Adam with decoupled weight decay (fastai's Adam; torch AdamW with fastai's betas and eps, no decay
 on BatchNorm and bias parameters, as fastai does), learning rate and weight decay, and the same precision (fp32 on CPU;
 on CUDA bf16 autocast, or fp16 with a gradient scaler, and a channels-last model). It times `--batches`
@@ -13,13 +14,12 @@ median step time and the ratio is the median over the step pairs, which bursts o
 Usage: python bench/train_throughput.py [--size 128] [--bs 32] [--batches 8] [--warmup 2] [--device cpu]
 """
 import argparse, os, statistics, tempfile, time
-import numpy as np, torch
+import torch
 import torch.nn.functional as F
-from PIL import Image
 from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader, Dataset
 from fastai.callback.core import Callback, CancelFitException
-from tl_fastai.data import default_workers, get_dls, load_source, prepare_split
+from tl_fastai.data import default_workers, get_dls, image_cache, load_source, prepare_split
 from tl_fastai.models import create_model, norm_stats
 from tl_fastai.train import RunConfig, build_learner
 
@@ -41,16 +41,13 @@ class Interleave(Callback):
         if self.i == self.warmup + self.n: raise CancelFitException()
         self.t = t2
 
-class PngDataset(Dataset):
-    "Split-table rows decoded as `get_dls` does without augmentation: PIL open, RGB, resize, uint8 CHW tensor."
-    def __init__(self, df, size:int):
-        self.paths, self.size = df.path.tolist(), size
-        vocab = sorted(df.label.unique())
+class CachedDataset(Dataset):
+    "Split-table rows as the uint8 CHW tensors of `cache` (filled as `get_dls` fills it) and integer targets."
+    def __init__(self, df, cache):
+        self.x, vocab = [cache(p) for p in df.path], sorted(df.label.unique())
         self.targets = [vocab.index(l) for l in df.label]
-    def __len__(self): return len(self.paths)
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as im: im = im.convert('RGB').resize((self.size, self.size), Image.BILINEAR)
-        return torch.from_numpy(np.array(im)).permute(2, 0, 1), self.targets[i]
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i): return self.x[i].as_subclass(torch.Tensor), self.targets[i]
 
 def plain_steps(model, opt, scaler, dl, device:torch.device, amp, mean, std):
     "Endless plain PyTorch training steps of `model` over `dl` (data loading included), yielding after each."
@@ -62,6 +59,29 @@ def plain_steps(model, opt, scaler, dl, device:torch.device, amp, mean, std):
             scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); opt.zero_grad()
             yield
 
+def measure(df, size:int, bs:int, batches:int, warmup:int, device:torch.device)->dict:
+    "Training img/s of the Learner path and the plain loop (median step times) and the median ratio of step pairs."
+    cfg = RunConfig(size=size, bs=bs, augs=False)
+    mean, std = norm_stats(cfg.arch)
+    train, workers = df[df.split == 'train'], default_workers()
+    if len(train)//bs < warmup + batches:
+        raise SystemExit(f'{len(train)} train rows give {len(train)//bs} batches of {bs}: lower --warmup + --batches to at most that.')
+    amp = None if device.type == 'cpu' else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=mean, std=std, augs=cfg.augs, num_workers=workers, device=device)
+    model = create_model(cfg.arch, len(dls.vocab), drop_rate=cfg.dropout).to(device)
+    if amp is not None: model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(param_groups_weight_decay(model, cfg.wd), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    dl = DataLoader(CachedDataset(train, image_cache(size)), batch_size=cfg.bs, shuffle=True, drop_last=True,
+                    num_workers=workers, pin_memory=device.type == 'cuda')
+    stats = [torch.tensor(s, device=device).view(1, 3, 1, 1) for s in (mean, std)]
+    timer = Interleave(plain_steps(model, opt, scaler, dl, device, amp, *stats), device, warmup, batches)
+    learn = build_learner(cfg, dls, cbs=[timer])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    fa, pt = (cfg.bs/statistics.median(t) for t in zip(*timer.pairs))
+    return dict(learner=fa, plain=pt, ratio=statistics.median(q/l for l, q in timer.pairs), pairs=timer.pairs,
+                precision=f'{amp} autocast + channels_last' if amp else 'fp32', workers=workers, n_train=len(train))
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', type=int, default=128, help='square training image size in pixels')
@@ -70,36 +90,16 @@ def main():
     p.add_argument('--warmup', type=int, default=2, help='untimed training batches per path before them')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='cpu or cuda')
     a = p.parse_args()
-    device, cfg = torch.device(a.device), RunConfig(size=a.size, bs=a.bs, augs=False)
-    mean, std = norm_stats(cfg.arch)
+    device = torch.device(a.device)
     with tempfile.TemporaryDirectory() as out: df = prepare_split(load_source('elpv', scan=False), out=out)
-    train, workers = df[df.split == 'train'], default_workers()
-    if len(train)//a.bs < a.warmup + a.batches:
-        raise SystemExit(f'{len(train)} train rows give {len(train)//a.bs} batches of {a.bs}: lower --warmup + --batches to at most that.')
-    amp = None if device.type == 'cpu' else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=mean, std=std, augs=cfg.augs, num_workers=workers, device=device)
-    model = create_model(cfg.arch, len(dls.vocab), drop_rate=cfg.dropout).to(device)
-    if amp is not None: model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(param_groups_weight_decay(model, cfg.wd), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    dl = DataLoader(PngDataset(train, cfg.size), batch_size=cfg.bs, shuffle=True, drop_last=True, num_workers=workers)
-    stats = [torch.tensor(s, device=device).view(1, 3, 1, 1) for s in (mean, std)]
-    timer = Interleave(plain_steps(model, opt, scaler, dl, device, amp, *stats), device, a.warmup, a.batches)
-    learn = build_learner(cfg, dls, cbs=[timer])
+    r = measure(df, a.size, a.bs, a.batches, a.warmup, device)
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}'
-    print(f'device {device} ({where}), {torch.get_num_threads()} torch threads, '
-          f'{f"{amp} autocast + channels_last" if amp else "fp32"}')
-    print(f'{cfg.arch} unfrozen, size {cfg.size}, batch {cfg.bs}, Adam lr {cfg.lr} wd {cfg.wd}; {a.batches} batches '
-          f'per path timed after {a.warmup} warm-up, validation skipped')
-    print(f'data: {len(train)} ELPV train rows decoded from PNG in both paths (PIL -> RGB -> resize, no augmentation, '
-          f'normalised on the batch), {workers} DataLoader workers; steps alternate learner, plain, learner, ...')
-    with learn.no_bar(), learn.no_logging(): learn.fit(1)
-
+    print(f'device {device} ({where}), {torch.get_num_threads()} torch threads, {r["precision"]}')
+    print(f'tf_efficientnet_lite0 unfrozen, size {a.size}, batch {a.bs}; {a.batches} batches per path timed after '
+          f'{a.warmup} warm-up, validation skipped; {r["n_train"]} ELPV train rows from memory, {r["workers"]} workers')
     print(f"{'step':>6} {'learner s':>9} {'plain s':>9} {'learner/plain img/s':>19}")
-    for i, (l, q) in enumerate(timer.pairs, 1): print(f'{i:>6} {l:>9.3f} {q:>9.3f} {q/l:>19.3f}')
-    fa, pt = (cfg.bs/statistics.median(t) for t in zip(*timer.pairs))
-    print(f'img/s (batch / median step time): learner {fa:.1f}, plain {pt:.1f}; '
-          f'ratio learner/plain (median of step pairs) {statistics.median(q/l for l, q in timer.pairs):.3f} (target >= 0.9)')
+    for i, (l, q) in enumerate(r['pairs'], 1): print(f'{i:>6} {l:>9.3f} {q:>9.3f} {q/l:>19.3f}')
+    print(f'img/s (batch / median step time): learner {r["learner"]:.1f}, plain {r["plain"]:.1f}; '
+          f'ratio learner/plain (median of step pairs) {r["ratio"]:.3f} (target >= 0.9)')
 
 if __name__ == '__main__': main()

@@ -107,3 +107,6 @@ def main(argv:list|None=None, # arguments; None: sys.argv[1:]
         print(f"tl-fastai {args.command}: {e}", file=sys.stderr)
         return 2
     return 0
+
+# %% ../nbs/07_cli.ipynb #505e3662
+if __name__ == '__main__': sys.exit(main())

@@ -7,15 +7,17 @@ Docs: https://tl-fastai.github.io/tl_fastai/data.html.md"""
 # %% ../nbs/00_data.ipynb #a38f9455
 from __future__ import annotations
 import hashlib, json, os, warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised inside torch on fastai import; nothing to act on
 
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, psutil, torch
 from PIL import Image
 from fastcore.basics import ifnone
 from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
 from fastai.data.transforms import ColReader, IndexSplitter, get_image_files
-from fastai.vision.core import PILImage
+from fastai.vision.core import PILImage, TensorImage, image2tensor
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.torch_core import set_seed, default_device
@@ -24,8 +26,9 @@ from fastai.torch_core import set_seed, default_device
 __all__ = ['ELPV_CLASSES', 'ELPV4_CLASSES', 'OFFLINE_SPECS', 'FASTAI_DATASETS', 'elpv_root', 'elpv_table', 'folder_table',
            'fastai_table', 'scan_image', 'scan_images', 'parse_spec', 'load_source', 'keep_readable', 'elpv_subset',
            'open_rgb', 'split_rows', 'content_hash', 'prepare_split', 'channel_stats', 'dataset_stats', 'default_augs',
-           'default_workers', 'get_dls', 'get_test_dl', 'save_fig', 'plot_class_distribution', 'plot_samples',
-           'plot_sizes', 'plot_augmentations', 'write_json', 'explore', 'summary_table']
+           'default_workers', 'ImageCache', 'image_cache', 'get_dls', 'get_test_dl', 'save_fig',
+           'plot_class_distribution', 'plot_samples', 'plot_sizes', 'plot_augmentations', 'write_json', 'explore',
+           'summary_table']
 
 # %% ../nbs/00_data.ipynb #5e981f7f
 ELPV_CLASSES = ('defective', 'functional')
@@ -234,6 +237,29 @@ def default_workers()->int:
     "DataLoader workers: none on CPU (the model, not decoding, is the bottleneck), up to 8 beside a GPU."
     return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
+class ImageCache:
+    "Images opened as RGB, resized to `px` (centre crop) and kept in memory as uint8 tensors, keyed by path."
+    def __init__(self, px:int): self.px, self.store = px, {}
+    def load(self, path)->torch.Tensor:
+        "The uint8 CHW tensor of one image file, decoded and resized."
+        return image2tensor(Resize(self.px)(open_rgb(path), split_idx=1))
+    def __call__(self, path)->TensorImage:
+        x = self.store.get(path)
+        return TensorImage(self.load(path) if x is None else x)
+    def fill(self, paths)->ImageCache:
+        "Decode every file of `paths` not yet stored, in parallel threads (PIL releases the GIL)."
+        todo = [p for p in dict.fromkeys(paths) if p not in self.store]
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex: self.store.update(zip(todo, ex.map(self.load, todo)))
+        return self
+    def fits(self, n:int, share:float=0.5)->bool:
+        "Whether `n` more images take under `share` of the available RAM."
+        return n*3*self.px**2 < share*psutil.virtual_memory().available
+
+@lru_cache(maxsize=2)
+def image_cache(px:int)->ImageCache:
+    "The process-wide cache of images at `px` (the last two sizes used are kept)."
+    return ImageCache(px)
+
 def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             size:int=128, # final training size (square)
             bs:int=32, # batch size
@@ -244,17 +270,21 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             num_workers:int|None=None, # None: `default_workers()`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
+            cache:bool=True, # decode train and valid images once and keep them in memory (if they fit in half the free RAM)
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
     df = df[df.split.isin(['train', 'valid'])].reset_index(drop=True)
     augs = [] if augs is False else aug_transforms(size=size, **(augs or {}))
-    block = DataBlock(blocks=(TransformBlock(type_tfms=open_rgb, batch_tfms=IntToFloatTensor), CategoryBlock),
+    images = image_cache(round(size*presize) if augs else size) if cache else ImageCache(round(size*presize) if augs else size)
+    if cache and images.fits(len(df)): images.fill(df.path)
+    block = DataBlock(blocks=(TransformBlock(type_tfms=images, batch_tfms=IntToFloatTensor), CategoryBlock),
                       get_x=ColReader('path'), get_y=ColReader('label'),
                       splitter=IndexSplitter(df.index[df.split == 'valid']),
-                      item_tfms=Resize(round(size*presize) if augs else size),
                       batch_tfms=[*augs, Normalize.from_stats(torch.tensor(mean), torch.tensor(std))])
     set_seed(seed)
-    return block.dataloaders(df, bs=bs, num_workers=ifnone(num_workers, default_workers()), device=ifnone(device, default_device()))
+    device = ifnone(device, default_device())
+    return block.dataloaders(df, bs=bs, num_workers=ifnone(num_workers, default_workers()), device=device,
+                             pin_memory=torch.device(device).type == 'cuda')
 
 def get_test_dl(dls, # DataLoaders from `get_dls`
                 df:pd.DataFrame, # split table: its 'test' rows are used, in order
@@ -333,7 +363,7 @@ def explore(spec:str='elpv', # dataset spec
         figs = out/'figures'
         plot_class_distribution(df, figs/'class_distribution.png'); plot_samples(df, save_to=figs/'samples.png')
         plot_sizes(df, save_to=figs/'image_sizes.png')
-        plot_augmentations(get_dls(df, size=128, bs=8, augs=default_augs(spec)), save_to=figs/'augmentations.png')
+        plot_augmentations(get_dls(df, size=128, bs=8, augs=default_augs(spec), cache=False), save_to=figs/'augmentations.png')
         plt.close('all')
     return df, stats
 

@@ -20,10 +20,10 @@ from .study import StudyConfig
 # %% auto #0
 __all__ = ['ELPV_REFS', 'HEAT_RE', 'CANDIDATES', 'PIP_SPEC', 'SECTIONS', 'INTRO', 'PREPROC', 'history', 'variant_names',
            'runs_table', 'config_table', 'data_table', 'split_table', 'fit_reading', 'reference_text', 'baseline_text',
-           'stability', 'tuning_text', 'n_params', 'run_params', 'class_recalls', 'scratch_text', 'heat_shares_of',
-           'heat_table', 'case_analysis', 'error_tables', 'gradcam_text', 'comparison_text', 'conclusion_text',
-           'repro_text', 'model_choice_table', 'colab_cell', 'lr_rationale', 'notebook_cells', 'build_notebook',
-           'notebook_errors', 'execute_notebook', 'expected_runs', 'check_submission', 'make_zip']
+           'lr_text', 'stability', 'tuning_text', 'n_params', 'run_params', 'class_recalls', 'scratch_text',
+           'heat_shares_of', 'heat_table', 'case_analysis', 'error_tables', 'gradcam_text', 'comparison_text',
+           'conclusion_text', 'repro_text', 'model_choice_table', 'colab_cell', 'lr_rationale', 'notebook_cells',
+           'build_notebook', 'notebook_errors', 'execute_notebook', 'expected_runs', 'check_submission', 'make_zip']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def _pct(x:float)->str: return f"{100*x:.1f}%"
@@ -120,6 +120,17 @@ def baseline_text(res:dict, # study.json content
           f"{_pct(t['accuracy_hi'])}) and macro F1 {t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test images, "
           f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_reading(h)}")
     return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
+
+def lr_text(res:dict)->str:
+    "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
+    e = res.get('lr_find')
+    if not e: return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
+    lo, hi = sorted((e['valley'], e['slide']))
+    where = 'between the two suggestions' if lo <= e['lr'] <= hi else f"{e['lr']/e['valley']:.1f}× the valley suggestion"
+    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase ({e['num_it']} mini-batches of "
+            f"{e['bs']} at {e['size']} px, rate growing exponentially), suggests {e['valley']:.1e} (*valley*: the steepest useful descent) "
+            f"and {e['slide']:.1e} (*slide*: the last rate before the loss takes off). The baseline uses {e['lr']:g}, {where}; the finder "
+            "only sees the new head's first steps, so the sweep in section 4 tests a decade on each side with full training runs.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
 def stability(h:pd.DataFrame, # history of one run
@@ -435,6 +446,7 @@ def notebook_cells(cfg:StudyConfig=StudyConfig(), # the study the notebook runs 
            "fine-tuned end to end with discriminative learning rates; every epoch is logged to TensorBoard (`%load_ext tensorboard`, "
            "`%tensorboard --logdir` on the study folder) and checkpointed. The baseline configuration:"),
         code("report.config_table(res, ['baseline_pretrained'])"),
+        code(fig('lr_find.png') + "\nMarkdown(report.lr_text(res))"),
         code("hist = report.history(out, 'baseline_pretrained')\ndisplay(hist)\nplot_curves({'baseline_pretrained': hist})"),
         code("report.runs_table(res, ['baseline_pretrained'])"),
         code("Markdown(report.baseline_text(res, out))"),

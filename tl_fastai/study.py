@@ -6,21 +6,26 @@ Docs: https://tl-fastai.github.io/tl_fastai/study.html.md"""
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import dataclasses, json, time
+import dataclasses, json, os, tempfile, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
-from .data import explore, elpv_subset, get_dls, get_test_dl, default_augs, write_json, parse_spec
-from .train import RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment, freeze_stages
+from unittest import mock
+from fastai.torch_core import rank_distrib
+from .data import explore, elpv_subset, get_dls, get_test_dl, default_augs, write_json, parse_spec, save_fig
+from .train import (RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment, freeze_stages, main_first,
+                             build_learner, norm_for)
+from fastai.callback.schedule import valley, slide
+from fastai.torch_core import set_seed
 from .evaluate import (predict, test_metrics, metrics_table, compare_text, mcnemar_exact, plot_curves, plot_sweep, plot_confusions, plot_metric_bars)
 from .models import create_model
 from .gradcam import grad_cam, select_cases, describe_case, cam_figure, deletion_check
 
 # %% auto #0
-__all__ = ['PRESETS', 'RUN_ORDER', 'StudyConfig', 'run_configs', 'step_seconds', 'plan_table', 'run_predictions', 'case_table',
-           'explain_cases', 'check_writable', 'source_table', 'train_all', 'evaluate_all', 'comparisons',
+__all__ = ['PRESETS', 'RUN_ORDER', 'StudyConfig', 'run_configs', 'step_seconds', 'plan_table', 'lr_evidence', 'run_predictions',
+           'case_table', 'explain_cases', 'check_writable', 'source_table', 'train_all', 'evaluate_all', 'comparisons',
            'study_figures', 'run_study', 'summary']
 
 # %% ../nbs/05_study.ipynb #d6f56836
@@ -100,6 +105,29 @@ def plan_table(configs:dict, # {run name: RunConfig}
         rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs, frozen=c.freeze_epochs if c.transfer else 0,
                          kept_frozen=key[3], lr=c.lr, status='done' if done else 'to train', est_min=round(epoch_s*c.epochs/60, 1)))
     return pd.DataFrame(rows).set_index('run')
+
+# %% ../nbs/05_study.ipynb #e7f379e7
+def lr_evidence(cfg:RunConfig, # the baseline
+                df:pd.DataFrame, # split table
+                out:Path, # study folder
+                num_it:int=50, # mini-batches of the range test (at least 30: the suggestions skip its ends)
+               )->dict:
+    "fastai's lr finder on the baseline's frozen-body phase: suggestions in out/lr_find.json and out/figures/lr_find.png (cached)."
+    f = out/'lr_find.json'
+    if f.exists(): return json.loads(f.read_text())
+    stats = norm_for(cfg, df)
+    set_seed(cfg.seed)
+    learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed))
+    if cfg.transfer and cfg.freeze_epochs: learn.freeze()
+    # Under DDP the other processes wait for this one (`main_first`): fastai must not gather or wait across processes here.
+    with tempfile.TemporaryDirectory() as tmp, learn.no_bar(), learn.no_logging(), mock.patch.dict(os.environ, WORLD_SIZE='1'):
+        learn.path = Path(tmp)                            # lr_find saves and restores the weights there
+        sug = learn.lr_find(num_it=num_it, suggest_funcs=(valley, slide), show_plot=True)
+    save_fig(plt.gcf(), out/'figures'/'lr_find.png'); plt.close('all')
+    res = dict(valley=float(sug.valley), slide=float(sug.slide), lr=cfg.lr, bs=cfg.bs, size=cfg.size, num_it=num_it,
+               phase='frozen body' if cfg.transfer and cfg.freeze_epochs else 'all layers')
+    write_json(res, f)
+    return res
 
 # %% ../nbs/05_study.ipynb #72415d8e
 def run_predictions(run_dir:Path, # a trained run
@@ -205,15 +233,17 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
              )->dict:
     "Run the whole study into `sc.out` and return the content of its study.json."
     t0, sc, out = time.time(), sc.resolved(), Path(sc.out)
-    quiet, log = log is None, log or (lambda *a: None)
+    quiet, log = log is None or rank_distrib() > 0, (not rank_distrib() and log) or (lambda *a: None)
     check_writable(out)
-    df, stats = explore(sc.dataset, out, seed=sc.seed, df=source_table(sc))
+    df, stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), not rank_distrib())
     configs = run_configs(sc)
     env = environment()
     log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates time the training steps, data loading adds 10-30% on a CPU):")
     log(plan_table(configs, (df.split == 'train').sum(), (df.split == 'valid').sum(), out, sc.force).to_string())
+    lr_ev = main_first(lr_evidence, configs['baseline_pretrained'], df, out)
     times = dict(data_s=round(time.time() - t0, 1))
     runs = train_all(configs, df, out, sc.force, log, quiet)
+    if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
     times['training_s'] = round(time.time() - t0 - times['data_s'], 1)
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
@@ -238,7 +268,7 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     res = dict(config=asdict(sc), environment=env, seed=sc.seed, device=env['device'], data=stats,
                runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
                              test=table.loc[n].to_dict()) for n, r in runs.items()},
-               best_variant=best, comparisons=comp, wall_times=times)
+               best_variant=best, comparisons=comp, lr_find=lr_ev, wall_times=times)
     write_json(res, out/'study.json')
     log(f"\nTest set ({len(test_rows)} images), best checkpoint of each run:")
     log(summary(res).to_string())

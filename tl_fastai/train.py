@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from sklearn import metrics as skm
-from fastcore.basics import ifnone
+from fastcore.basics import ifnone, patch
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import Adam, SGD, RAdam, ranger
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, rank_distrib, num_distrib, distrib_barrier
+from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
 from .data import get_dls, channel_stats, write_json
 from .models import create_model, norm_stats, param_groups, stages
 
@@ -29,8 +30,8 @@ from .models import create_model, norm_stats, param_groups, stages
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'RunConfig', 'macro_metric', 'valid_metrics',
            'use_gpu_speedups', 'freeze_stages', 'build_learner', 'atomic_save', 'rng_states', 'set_rng_states',
            'checkpoint_dict', 'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars',
-           'log_hparams', 'EpochLogger', 'environment', 'norm_for', 'train_run', 'run_summary', 'fmt_value',
-           'variant_name', 'sweep_configs', 'best_variant']
+           'log_hparams', 'EpochLogger', 'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary',
+           'fmt_value', 'variant_name', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 OPTIMIZERS = dict(adam=Adam, sgd=SGD, radam=RAdam, ranger=ranger)
@@ -127,22 +128,29 @@ def _plain(o):
     if isinstance(o, torch.Tensor): return o.detach().cpu().clone()
     return o
 
+def _bare(model:nn.Module)->nn.Module: return getattr(model, 'module', model)  # the model inside a DDP wrapper
+
+def _shuffler(learn:Learner):
+    "The training DataLoader that owns the shuffling random state (inside fastai's DistributedDL under DDP)."
+    dl = learn.dls.train
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
 def rng_states(learn:Learner)->dict:
     "Python, NumPy, torch and DataLoader random states, as plain values."
     st = np.random.get_state()
     return dict(python=_plain(random.getstate()), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
-                torch=torch.get_rng_state(), dl=_plain(learn.dls.train.rng.getstate()))
+                torch=torch.get_rng_state(), dl=_plain(_shuffler(learn).rng.getstate()))
 
 def set_rng_states(learn:Learner, st:dict):
     "Restore what `rng_states` saved."
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
     np.random.set_state((st['numpy'][0], st['numpy'][1].numpy(), *st['numpy'][2:]))
     torch.set_rng_state(st['torch'])
-    learn.dls.train.rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
+    _shuffler(learn).rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
 
 def checkpoint_dict(learn:Learner, cfg:RunConfig, epoch:int, phase:str, history:list, stats:tuple)->dict:
     "Everything needed to rebuild the model or resume the run after global `epoch`."
-    model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu() for k, v in learn.model.state_dict().items()}
+    model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu() for k, v in _bare(learn.model).state_dict().items()}
     opt = learn.opt.state_dict()
     return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size, mean=list(stats[0]), std=list(stats[1]),
                 epoch=epoch, phase=phase, epochs=cfg.epochs, config=_plain(asdict(cfg)), history=_plain(history),
@@ -217,13 +225,21 @@ class EpochLogger(Callback):
         bs = len(self.yb[0])
         self.n += bs; self.loss_sum += self.loss.item()*bs
         self.correct += (self.pred.argmax(-1) == self.yb[0]).sum().item()
+    def _totals(self)->tuple:
+        "Images, loss sum and correct predictions of the epoch, summed over all processes under DDP."
+        t = torch.tensor([self.n, self.loss_sum, self.correct], dtype=torch.float64)
+        if num_distrib() > 1 and torch.distributed.is_initialized():
+            t = t.to(self.dls.device); torch.distributed.all_reduce(t); t = t.cpu()
+        return t.tolist()
     def after_epoch(self):
         if self.epoch < self.start or self.n == 0: return   # an epoch skipped while resuming
         vals = dict(zip(self.recorder.metric_names, self.recorder.log))
-        row = dict(epoch=self.offset + self.epoch, phase=self.phase, train_loss=self.loss_sum/self.n, valid_loss=float(vals['valid_loss']),
-                   train_accuracy=self.correct/self.n, **{f'valid_{m}': float(vals[m]) for m in ('accuracy', 'precision', 'recall', 'f1')},
+        n, loss_sum, correct = self._totals()
+        row = dict(epoch=self.offset + self.epoch, phase=self.phase, train_loss=loss_sum/n, valid_loss=float(vals['valid_loss']),
+                   train_accuracy=correct/n, **{f'valid_{m}': float(vals[m]) for m in ('accuracy', 'precision', 'recall', 'f1')},
                    lr=float(self.opt.hypers[-1]['lr']), time_s=round(time.time() - self.t0, 2))
         self.history.append(row)
+        if rank_distrib(): return                                                 # under DDP only the first process writes
         log_scalars(self.writer, row)
         pd.DataFrame(self.history, columns=HISTORY_COLS).to_csv(self.run_dir/'history.csv', index=False)
         ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
@@ -237,7 +253,7 @@ def environment()->dict:
     import fastai, timm, sklearn
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)'
     return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__, timm=timm.__version__,
-                sklearn=sklearn.__version__, device=dev, platform=platform.platform())
+                sklearn=sklearn.__version__, device=dev, processes=max(1, num_distrib()), platform=platform.platform())
 
 def _read_json(path:Path)->dict|None: return json.loads(path.read_text()) if path.exists() else None
 
@@ -262,12 +278,8 @@ def train_run(cfg:RunConfig, # what to train
              )->dict:
     "Train (or resume, or skip) one run into `run_dir`; returns its run.json content."
     run_dir = Path(run_dir)
-    if force and run_dir.exists(): shutil.rmtree(run_dir)
-    done = _read_json(run_dir/'run.json')
-    if done and done.get('finished'):
-        _check_same_config(run_dir, done['config'], cfg)
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
+    done = main_first(_prepare_dir, run_dir, cfg, force)
+    if done: return done
     ck = read_checkpoint(run_dir/'model_checkpoint.pt') if (run_dir/'model_checkpoint.pt').exists() else None
     if ck: _check_same_config(run_dir, ck['config'], cfg)
     t0 = time.time()
@@ -276,18 +288,56 @@ def train_run(cfg:RunConfig, # what to train
     dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed)
     set_seed(cfg.seed)
     history = list(ck['history']) if ck else []
-    writer = open_writer(run_dir, history)
+    writer = None if rank_distrib() else open_writer(run_dir, history)
     logger = EpochLogger(cfg, run_dir, stats, history, writer)
     learn = build_learner(cfg, dls, cbs=[logger, *(cbs or [])])
     if ck: learn.model.load_state_dict(ck['model'])
     try: _fit_phases(learn, cfg, logger, ck, quiet)
-    finally: writer.flush()
+    finally:
+        if writer: writer.flush()
     prev = _read_json(run_dir/'run.json') or {}
     res = run_summary(cfg, history, wall=prev.get('wall_time_s', 0) + time.time() - t0)
+    if rank_distrib(): return res
     log_hparams(writer, cfg, {k: res['best'][k] for k in ('valid_accuracy', 'valid_f1', 'valid_loss')})
     writer.close()
     write_json(res, run_dir/'run.json')
     return res
+
+def is_ddp()->bool:
+    "Whether this is one of several processes launched for data-parallel training (CPU ones told to Accelerate)."
+    if num_distrib() <= 1: return False
+    if not torch.cuda.is_available(): os.environ.setdefault('ACCELERATE_USE_CPU', 'true')   # else Accelerate does not wrap on a CPU
+    return True
+
+def main_first(fn, *args):
+    "`fn(*args)` in the first process, then in the others (fastai's `rank0_first`); a plain call without DDP."
+    return rank0_first(fn, *args) if is_ddp() else fn(*args)
+
+def _prepare_dir(run_dir:Path, cfg:RunConfig, force:bool)->dict|None:
+    "Empty the folder if `force`, return the run.json of a finished run (same config required), else create the folder."
+    if force and run_dir.exists() and not rank_distrib(): shutil.rmtree(run_dir)
+    done = _read_json(run_dir/'run.json')
+    if done and done.get('finished'):
+        _check_same_config(run_dir, done['config'], cfg)
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+@patch
+def _broadcast(self:DistributedDL, t, rank):
+    "Broadcast the index list `t` from `rank`: on the GPU under NCCL, on the CPU under gloo (fastai's own assumes NCCL)."
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu')
+    torch.distributed.broadcast(t, rank)
+    return t.cpu().tolist()
+
+@patch
+def _wrap_dl(self:DistributedTrainer, dl):
+    "fastai's, with the DataLoaders' device: a model wrapped for the CPU has no `.device`."
+    return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=self.learn.dls.device)
+
+def _distributed(learn:Learner):
+    "fastai's DDP context (Accelerate) when launched on several processes; nothing otherwise."
+    from contextlib import nullcontext
+    return learn.distrib_ctx(sync_bn=torch.cuda.is_available()) if is_ddp() else nullcontext()
 
 def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, quiet:bool):
     "Run the frozen and unfrozen one-cycle phases, starting after the checkpoint's epoch if resuming."
@@ -304,7 +354,7 @@ def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, 
                 set_rng_states(learn, ck['rng'])
             logger.offset, logger.phase, logger.start = offset, phase, start
             lr, kw = (cfg.lr, {}) if phase == 'frozen' else _unfrozen_lr(cfg)
-            with _quiet(learn, quiet): learn.fit_one_cycle(n, lr, start_epoch=start, **kw)
+            with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, **kw)
         offset += n
 
 def _unfrozen_lr(cfg:RunConfig)->tuple:
