@@ -13,7 +13,7 @@ from .study import StudyConfig, run_study
 from .report import build_notebook, execute_notebook, make_zip
 
 # %% auto #0
-__all__ = ['cmd_data', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip', 'build_parser', 'main']
+__all__ = ['cmd_data', 'study_from_args', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip', 'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #30ce2c15
 def cmd_data(args):
@@ -34,11 +34,15 @@ def _values(s:str)->tuple:
             except ValueError: return v
     return tuple(num(v.strip()) for v in s.split(','))
 
+def study_from_args(args)->StudyConfig:
+    "The `StudyConfig` of `tl-fastai study`'s options; options left out come from the preset."
+    kw = {k: getattr(args, k) for k in ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult', 'out', 'force', 'seed') if getattr(args, k) is not None}
+    if args.values: kw['values'] = _values(args.values)
+    return StudyConfig(**kw)
+
 def cmd_study(args):
     "Run the whole study: split, baseline, sweep, scratch CNN, test evaluation, Grad-CAM, study.json."
-    kw = {k: getattr(args, k) for k in ('dataset', 'preset', 'arch', 'param', 'epochs', 'size', 'bs', 'lr', 'out', 'force', 'seed') if getattr(args, k) is not None}
-    if args.values: kw['values'] = _values(args.values)
-    run_study(StudyConfig(**kw))
+    run_study(study_from_args(args))
 
 def study_config(out:str)->StudyConfig:
     "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if there is none yet."
@@ -78,9 +82,11 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--param', help='the swept RunConfig field (default: lr)')
     s.add_argument('--values', help='its three values, comma-separated (default: 1e-4,1e-3,1e-2)')
     s.add_argument('--epochs', type=int, help='total epochs of every run (default: from the preset)')
+    s.add_argument('--budget-min', type=float, help='train fewer epochs if the estimate exceeds these minutes (default: cpu preset 34)')
     s.add_argument('--size', type=int, help='image size in px (default: from the preset)')
     s.add_argument('--bs', type=int, help='batch size (default: from the preset)')
     s.add_argument('--lr', type=float, help='base learning rate (default: 2e-3)')
+    s.add_argument('--lr-mult', type=float, help='the body learns at lr / lr-mult once unfrozen (default: from the preset)')
     s.add_argument('--seed', type=int, help='split and training seed (default: 42)')
     s.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     s.add_argument('--force', action='store_true', help='retrain finished runs')

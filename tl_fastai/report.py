@@ -384,7 +384,7 @@ hardware, and its weights are available offline. ConvNeXt-T would be the accurac
 
 **Transfer strategy.** The ImageNet head is replaced by a new 2-class head. First the body is frozen and only the head
 trains (`freeze_epochs`), so random head gradients cannot wreck the pretrained features; then everything is unfrozen with
-discriminative learning rates (body at lr/10, head at lr) under a one-cycle schedule. The scratch CNN trains for the
+discriminative learning rates (the body at `lr / lr_mult`, the head at `lr`; `lr_mult` is in the reproducibility table) under a one-cycle schedule. The scratch CNN trains for the
 **same total number of epochs** with the same optimizer, learning rate, split and augmentation.
 
 **Metrics.** Accuracy alone hides the rare class, so we report macro precision, recall and F1 (the best epoch is

@@ -6,7 +6,7 @@ Docs: https://tl-fastai.github.io/tl_fastai/study.html.md"""
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import dataclasses, json, os, tempfile, time
+import dataclasses, functools, json, os, tempfile, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -24,15 +24,15 @@ from .models import create_model
 from .gradcam import grad_cam, select_cases, describe_case, cam_figure, deletion_check
 
 # %% auto #0
-__all__ = ['PRESETS', 'RUN_ORDER', 'StudyConfig', 'run_configs', 'step_seconds', 'plan_table', 'lr_evidence', 'run_predictions',
-           'case_table', 'explain_cases', 'check_writable', 'source_table', 'train_all', 'evaluate_all', 'comparisons',
-           'study_figures', 'run_study', 'summary']
+__all__ = ['PRESETS', 'RUN_ORDER', 'EPOCH_OVERHEAD', 'StudyConfig', 'run_configs', 'step_seconds', 'plan_table', 'fit_budget',
+           'lr_evidence', 'run_predictions', 'case_table', 'explain_cases', 'check_writable', 'source_table',
+           'train_all', 'evaluate_all', 'comparisons', 'study_figures', 'run_study', 'summary']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
-    smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0),
-    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=1, keep_frozen=4),
-    gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0),
+    smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0, lr_mult=3.),
+    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=1, keep_frozen=4, lr_mult=3., budget_min=34.),
+    gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10.),
 )
 RUN_ORDER = ('baseline_pretrained', 'tuned_variant', 'cnn_scratch')
 
@@ -46,7 +46,9 @@ class StudyConfig:
     param:str='lr' # the swept parameter of `RunConfig`
     values:tuple=(1e-4, 1e-3, 1e-2) # its three values
     lr:float=2e-3 # base learning rate
+    lr_mult:float|None=None # the body learns at lr / lr_mult once unfrozen
     epochs:int|None=None # total epochs of every run
+    budget_min:float|None=None # fewer epochs (not below freeze_epochs + 2) if the estimated training exceeds these minutes
     freeze_epochs:int|None=None # frozen-body epochs of the pretrained runs
     keep_frozen:int|None=None # leading stages of the pretrained backbone frozen for the whole run
     size:int|None=None # image size
@@ -61,6 +63,7 @@ class StudyConfig:
         preset = ('gpu' if torch.cuda.is_available() else 'cpu') if self.preset == 'auto' else self.preset
         if preset not in PRESETS: raise ValueError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
         fill = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
+        if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
 
 def run_configs(sc:StudyConfig)->dict:
@@ -68,20 +71,22 @@ def run_configs(sc:StudyConfig)->dict:
     sc = sc.resolved()
     augs = default_augs(sc.dataset) or None
     base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs, keep_frozen=sc.keep_frozen,
-                     lr=sc.lr, seed=sc.seed, augs=augs)
+                     lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed, augs=augs)
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
     return {'baseline_pretrained': base, **sweep_configs(base, sc.param, sc.values), 'cnn_scratch': scratch}
 
 # %% ../nbs/05_study.ipynb #5e0f42ed
-def step_seconds(cfg:RunConfig, # run whose architecture, size and batch size are timed
+@functools.lru_cache(maxsize=None)
+def step_seconds(arch:str, size:int, bs:int, # what a step's time depends on
+                 keep_frozen:int=0, # leading stages without gradients
                  steps:int=2, # timed training steps (after one warm-up step)
                 )->float:
-    "Measured seconds of one training step (forward, backward, update) of `cfg`'s model on this machine."
+    "Measured seconds of one training step (forward, backward, update) of the model on this machine, channels-last as in training (cached)."
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    m = create_model(cfg.arch, 2, pretrained=False).to(dev).train()
-    freeze_stages(m, cfg.keep_frozen if cfg.transfer else 0)
+    m = create_model(arch, 2, pretrained=False).to(dev).train().to(memory_format=torch.channels_last)
+    freeze_stages(m, keep_frozen)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], 1e-4)
-    x, y = torch.randn(cfg.bs, 3, cfg.size, cfg.size, device=dev), torch.randint(0, 2, (cfg.bs,), device=dev)
+    x, y = torch.randn(bs, 3, size, size, device=dev), torch.randint(0, 2, (bs,), device=dev)
     with torch.autocast(dev, enabled=dev == 'cuda'):
         for i in range(steps + 1):
             if i == 1: t = time.perf_counter()
@@ -95,16 +100,32 @@ def plan_table(configs:dict, # {run name: RunConfig}
                force:bool=False, # finished runs will be retrained
               )->pd.DataFrame:
     "One row per run: architecture, epochs, status and estimated minutes."
-    timed, rows = {}, []
+    rows = []
     for name, c in configs.items():
         f = out/name/'run.json'
         done = not force and f.exists() and json.loads(f.read_text()).get('finished', False)
-        key = (c.arch, c.size, c.bs, c.keep_frozen if c.transfer else 0)   # what a step's time depends on
-        if not done and key not in timed: timed[key] = step_seconds(c)
-        epoch_s = 0 if done else timed[key]*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
+        kept = c.keep_frozen if c.transfer else 0
+        epoch_s = 0 if done else step_seconds(c.arch, c.size, c.bs, kept)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
         rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs, frozen=c.freeze_epochs if c.transfer else 0,
-                         kept_frozen=key[3], lr=c.lr, status='done' if done else 'to train', est_min=round(epoch_s*c.epochs/60, 1)))
+                         kept_frozen=kept, lr=c.lr, status='done' if done else 'to train', epoch_min=round(epoch_s/60, 2),
+                         est_min=round(epoch_s*c.epochs/60, 1)))
     return pd.DataFrame(rows).set_index('run')
+
+# %% ../nbs/05_study.ipynb #874c9df8
+EPOCH_OVERHEAD = 1.25   # measured on 2 CPU cores: an epoch takes about 1.25x its timed steps (batches, validation metrics, callbacks)
+
+def fit_budget(sc:StudyConfig, # resolved
+               n_train:int, n_valid:int, # images per epoch
+               out:Path, # study folder: the choice is kept in out/plan.json
+              )->StudyConfig:
+    "`sc` with the most epochs (at most its own, at least `freeze_epochs + 2`) whose estimated training fits `sc.budget_min`."
+    f = out/'plan.json'
+    if not sc.budget_min: return sc
+    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=json.loads(f.read_text())['epochs'], budget_min=None)
+    epoch_min = EPOCH_OVERHEAD*plan_table(run_configs(sc), n_train, n_valid, out, force=True).epoch_min.sum()
+    epochs = int(min(sc.epochs, max(sc.freeze_epochs + 2, sc.budget_min // epoch_min)))
+    write_json(dict(epochs=epochs, preset_epochs=sc.epochs, budget_min=sc.budget_min, est_epoch_min=epoch_min), f)
+    return dataclasses.replace(sc, epochs=epochs, budget_min=None)
 
 # %% ../nbs/05_study.ipynb #e7f379e7
 def lr_evidence(cfg:RunConfig, # the baseline
@@ -236,6 +257,7 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     quiet, log = log is None or rank_distrib() > 0, (not rank_distrib() and log) or (lambda *a: None)
     check_writable(out)
     df, stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), not rank_distrib())
+    sc = main_first(fit_budget, sc, (df.split == 'train').sum(), (df.split == 'valid').sum(), out)
     configs = run_configs(sc)
     env = environment()
     log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates time the training steps, data loading adds 10-30% on a CPU):")

@@ -28,7 +28,7 @@ from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'RunConfig', 'macro_metric', 'valid_metrics',
-           'use_gpu_speedups', 'freeze_stages', 'build_learner', 'atomic_save', 'rng_states', 'set_rng_states',
+           'use_speedups', 'freeze_stages', 'build_learner', 'atomic_save', 'rng_states', 'set_rng_states',
            'checkpoint_dict', 'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars',
            'log_hparams', 'EpochLogger', 'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary',
            'fmt_value', 'variant_name', 'sweep_configs', 'best_variant']
@@ -83,10 +83,10 @@ def valid_metrics()->list:
     acc = AccumMetric(skm.accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True, name='accuracy')
     return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'), macro_metric(skm.f1_score, 'f1')]
 
-def use_gpu_speedups(learn:Learner)->Learner:
-    "Mixed precision (bf16 if supported, else fp16) and channels-last on CUDA; nothing on CPU."
-    if not next(learn.model.parameters()).is_cuda: return learn
+def use_speedups(learn:Learner)->Learner:
+    "Channels-last weights everywhere; mixed precision (bf16 if supported, else fp16) on CUDA."
     learn.model.to(memory_format=torch.channels_last)
+    if not next(learn.model.parameters()).is_cuda: return learn
     return learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
 
 def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
@@ -106,7 +106,7 @@ def build_learner(cfg:RunConfig, # the run
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=OPTIMIZERS[cfg.opt], lr=cfg.lr, wd=cfg.wd,
                     splitter=partial(param_groups, keep_frozen=keep), metrics=valid_metrics(), cbs=cbs)
     learn.model.to(dls.device)
-    return use_gpu_speedups(learn)
+    return use_speedups(learn)
 
 # %% ../nbs/02_train.ipynb #6cfe1b88
 CKPT_FORMAT = 'tl_fastai.checkpoint/1'
