@@ -5,8 +5,8 @@ the same ELPV train rows, decoded once into memory in both paths (tl_fastai's `I
 `--size`, uint8; no augmentation; turned to float and normalised with the backbone's statistics on the batch; same
 DataLoader worker count), with
 the same batch size, Adam with decoupled weight decay (fastai's Adam; torch AdamW with fastai's betas and eps, no decay
-on BatchNorm and bias parameters, as fastai does), learning rate and weight decay, and the same precision (fp32 on CPU;
-on CUDA bf16 autocast, or fp16 with a gradient scaler, and a channels-last model). It times `--batches`
+on BatchNorm and bias parameters, as fastai does), learning rate and weight decay, the same channels-last model and the same precision (fp32 on CPU;
+on CUDA bf16 autocast, or fp16 with a gradient scaler). It times `--batches`
 training batches of each path after `--warmup` untimed ones, each step timed with its data loading, validation
 skipped. The two paths alternate step by step (the plain step runs from a fastai callback after each Learner batch,
 outside the Learner's timed interval), so load from other processes hits both alike; img/s is batch size over the
@@ -69,7 +69,7 @@ def measure(df, size:int, bs:int, batches:int, warmup:int, device:torch.device)-
     amp = None if device.type == 'cpu' else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=mean, std=std, augs=cfg.augs, num_workers=workers, device=device)
     model = create_model(cfg.arch, len(dls.vocab), drop_rate=cfg.dropout).to(device)
-    if amp is not None: model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)                      # the layout build_learner uses
     opt = torch.optim.AdamW(param_groups_weight_decay(model, cfg.wd), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     dl = DataLoader(CachedDataset(train, image_cache(size)), batch_size=cfg.bs, shuffle=True, drop_last=True,
@@ -80,7 +80,7 @@ def measure(df, size:int, bs:int, batches:int, warmup:int, device:torch.device)-
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
     fa, pt = (cfg.bs/statistics.median(t) for t in zip(*timer.pairs))
     return dict(learner=fa, plain=pt, ratio=statistics.median(q/l for l, q in timer.pairs), pairs=timer.pairs,
-                precision=f'{amp} autocast + channels_last' if amp else 'fp32', workers=workers, n_train=len(train))
+                precision=(f'{amp} autocast' if amp else 'fp32') + ', channels_last', workers=workers, n_train=len(train))
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

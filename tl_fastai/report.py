@@ -382,8 +382,9 @@ EfficientNet-Lite0 (4.7 M parameters, 75.1%), ResNet-34 (21.8 M, 73.3%) and Conv
 to over-fit ~1,800 training images), ReLU6 and no squeeze-excitation so it quantises and deploys well on inspection
 hardware, and its weights are available offline. ConvNeXt-T would be the accuracy upgrade on a GPU; ResNet-34 is the classic reference.
 
-**Transfer strategy.** The ImageNet head is replaced by a new 2-class head. First the body is frozen and only the head
-trains (`freeze_epochs`), so random head gradients cannot wreck the pretrained features; then everything is unfrozen with
+**Transfer strategy.** The ImageNet head is replaced by a new 2-class head. With `freeze_epochs` > 0 the body is first frozen and only
+the head trains, so random head gradients cannot wreck the pretrained features; `keep_frozen` keeps the stem and first blocks
+frozen for the whole run (the `cpu` preset does this instead of a head-only phase, which it measured to cost more than it gave). The trainable layers learn with
 discriminative learning rates (the body at `lr / lr_mult`, the head at `lr`; `lr_mult` is in the reproducibility table) under a one-cycle schedule. The scratch CNN trains for the
 **same total number of epochs** with the same optimizer, learning rate, split and augmentation.
 
