@@ -62,6 +62,9 @@ def test_study_killed_resumed_notebook_zip(tmp_path):
     book = nbformat.read(nb, as_version=4)
     heads = [l[3:].strip() for c in book.cells if c.cell_type == 'markdown' for l in c.source.splitlines() if l.startswith('## ')]
     assert heads == SECTIONS, heads
+    after = json.loads((out/'study.json').read_text())['wall_times']                   # the notebook re-ran the study from cache
+    walls = [json.loads((out/run/'run.json').read_text())['wall_time_s'] for run in RUNS]
+    assert abs(after['training_s'] - sum(walls)) < 0.2 and after['total_s'] >= after['training_s'] > 0, after
     code = [c for c in book.cells if c.cell_type == 'code']
     assert all(c.get('execution_count') for c in code) and not [o for c in code for o in c.outputs if o.output_type == 'error']
     images = sum(1 for c in code for o in c.outputs if 'image/png' in o.get('data', {}))

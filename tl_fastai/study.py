@@ -266,7 +266,7 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     times = dict(data_s=round(time.time() - t0, 1))
     runs = train_all(configs, df, out, sc.force, log, quiet)
     if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
-    times['training_s'] = round(time.time() - t0 - times['data_s'], 1)
+    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if an earlier call trained them
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
     table = metrics_table(results)
@@ -286,7 +286,8 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     cases = explain_cases(out/sc.explain, cases, df, out/'figures'/'gradcam')
     cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore').to_csv(out/'gradcam_cases.csv', index=False)
     times['gradcam_s'] = round(time.time() - t2, 1)
-    times['total_s'] = round(time.time() - t0, 1)
+    times['total_s'] = round(sum(times.values()), 1)
+    times['this_call_s'] = round(time.time() - t0, 1)
     res = dict(config=asdict(sc), environment=env, seed=sc.seed, device=env['device'], data=stats,
                runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
                              test=table.loc[n].to_dict()) for n, r in runs.items()},
@@ -296,7 +297,7 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     log(summary(res).to_string())
     log(f"\nBest variant (validation {configs['baseline_pretrained'].monitor}): {best}")
     for c in comp.values(): log(c['text'])
-    log(f"Study done in {times['total_s']/60:.1f} min: {out/'study.json'}")
+    log(f"Study done in {times['this_call_s']/60:.1f} min ({times['total_s']/60:.1f} min with the training of every run): {out/'study.json'}")
     return res
 
 def summary(res:dict)->pd.DataFrame:
