@@ -270,12 +270,13 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             num_workers:int|None=None, # None: `default_workers()`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
-            cache:bool=True, # decode train and valid images once and keep them in memory (if they fit in half the free RAM)
+            cache:bool=True, # decode every row's image once and keep it in memory (if they fit in half the free RAM)
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
     df = df[df.split.isin(['train', 'valid'])].reset_index(drop=True)
     augs = [] if augs is False else aug_transforms(size=size, **(augs or {}))
-    images = image_cache(round(size*presize) if augs else size) if cache else ImageCache(round(size*presize) if augs else size)
+    px = round(size*presize) if augs else size
+    images = image_cache(px) if cache else ImageCache(px)
     if cache and images.fits(len(df)): images.fill(df.path)
     block = DataBlock(blocks=(TransformBlock(type_tfms=images, batch_tfms=IntToFloatTensor), CategoryBlock),
                       get_x=ColReader('path'), get_y=ColReader('label'),
