@@ -9,7 +9,8 @@ import argparse, os, platform, re, resource, statistics, tempfile, time
 from pathlib import Path
 import pandas as pd, torch
 import data_loading, gradcam_speed, train_throughput
-from tl_fastai.data import get_dls, load_source, prepare_split
+from tl_fastai.core import autocast
+from tl_fastai.data import cached_images, default_workers, get_dls, load_source, prepare_split
 from tl_fastai.models import norm_stats
 from tl_fastai.study import StudyConfig, run_study
 from tl_fastai.train import RunConfig, build_learner, environment
@@ -33,17 +34,30 @@ def peak_vram_mb(device:torch.device)->float|None:
     mb = torch.cuda.max_memory_allocated(device)/2**20; torch.cuda.reset_peak_memory_stats(device)
     return mb
 
-def inference_ips(df, size:int, bs:int, device:torch.device, repeats:int)->float:
-    "img/s of the tl_fastai inference path (Learner.get_preds, GPU speed-ups on CUDA) over the valid rows, median of repeats."
+def plain_inference(model, x:torch.Tensor, bs:int, mean, std)->torch.Tensor:
+    "Class probabilities of `model` over the uint8 images `x` in batches of `bs`: a plain inference_mode loop on the device."
+    m, s = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+    model.eval()
+    with torch.inference_mode(), autocast(x.device):
+        out = [model(((xb.float()/255 - m)/s).contiguous(memory_format=torch.channels_last)).float().softmax(1) for xb in x.split(bs)]
+    return torch.cat(out).cpu()
+
+def inference_ips(df, size:int, bs:int, device:torch.device, repeats:int)->dict:
+    "img/s of Learner.get_preds (tl_fastai's Learner, GPU speed-ups on CUDA) and of a plain loop, same model and images, medians of repeats."
     cfg = RunConfig(size=size, bs=bs, augs=False)
     mean, std = norm_stats(cfg.arch)
     learn = build_learner(cfg, get_dls(df, size=size, bs=bs, mean=mean, std=std, augs=False, device=device))
-    def once():
-        t = time.perf_counter(); learn.get_preds(dl=learn.dls.valid)
-        if device.type == 'cuda': torch.cuda.synchronize(device)
-        return time.perf_counter() - t
-    with learn.no_bar(): once(); secs = statistics.median(once() for _ in range(repeats))
-    return len(learn.dls.valid_ds)/secs
+    dl = learn.dls.test_dl(df, with_labels=True)
+    x, _ = train_throughput.stacked(cached_images(df.path, size, device), df)
+    def timed(fn):
+        t = train_throughput.clock(device); fn(); return train_throughput.clock(device) - t
+    sides = dict(learner=lambda: learn.get_preds(dl=dl), plain=lambda: plain_inference(learn.model, x, bs, mean, std))
+    with learn.no_bar():
+        for f in sides.values(): f()
+        secs = {k: [] for k in sides}
+        for _ in range(repeats):
+            for k, f in sides.items(): secs[k].append(timed(f))
+    return {k: len(df)/statistics.median(v) for k, v in secs.items()}
 
 def study_seconds(preset:str)->tuple:
     "Wall seconds and test accuracy of the baseline of a complete study run with `preset` in a temporary folder."
@@ -95,12 +109,17 @@ def main():
     def add(r):
         rows.append(r); print(' | '.join(f'{v:.3g}' if isinstance(v, float) else str(v) for v in r.values()), flush=True)
 
-    dl = data_loading.measure(df, size, bs, train_throughput.default_workers(), a.repeats)
+    dl = data_loading.measure(df, size, bs, default_workers(), a.repeats)
     for k in ('tl_fastai cached', 'tl_fastai decoding'):
         add(row('DataLoader, train epoch with augmentation', f'{k} vs torchvision, {size} px, bs {bs}', dl[k][0], dl['torchvision'][0], 'img/s'))
-    tr = train_throughput.measure(df, size, bs, batches=8 if not gpu else 30, warmup=2 if not gpu else 10, device=device)
-    add(row('Training, Lite0 unfrozen', f"Learner vs plain timm loop, {size} px, bs {bs}, {tr['precision']}", tr['learner'], tr['plain'], 'img/s', tr['ratio']))
-    add(row('Inference, Lite0 (Learner.get_preds)', f'{size} px, bs {bs*2}', inference_ips(df, size, bs*2, device, a.repeats), unit='img/s'))
+    tr = train_throughput.measure(df, size, bs, batches=None if gpu else 8, warmup=None if gpu else 2, device=device)
+    add(row('Training, Lite0 unfrozen', f"Learner vs plain timm loop, {size} px, bs {bs}, {tr['precision']}, {tr['batches']} steps",
+            tr['learner'], tr['plain'], 'img/s', tr['ratio']))
+    pr = train_throughput.profile(tr['learn'], device)
+    if pr['syncs_per_step'] is not None: add(row('Training profile', 'host-device syncs per Learner training step', pr['syncs_per_step'], unit='syncs'))
+    add(row('Training profile', "optimizer step's share of a Learner training step", pr['optimizer_share'], unit='share'))
+    inf = inference_ips(df, size, bs*2, device, a.repeats)
+    add(row('Inference, Lite0', f'Learner.get_preds vs plain inference_mode loop, all {len(df)} images, {size} px, bs {bs*2}', inf['learner'], inf['plain'], 'img/s'))
     for arch, n in (('tf_efficientnet_lite0', 16), ('scratch_cnn', 16)):
         ms = gradcam_speed.measure(arch, 224, n, a.repeats, a.device)
         add(row('Grad-CAM', f'{arch}, 224 px, batch {n}, vs pytorch-grad-cam', ms['ours'], ms['theirs'], 'ms/image'))

@@ -26,7 +26,7 @@ from fastai.torch_core import set_seed, default_device
 __all__ = ['ELPV_CLASSES', 'ELPV4_CLASSES', 'OFFLINE_SPECS', 'FASTAI_DATASETS', 'elpv_root', 'elpv_table', 'folder_table',
            'fastai_table', 'scan_image', 'scan_images', 'parse_spec', 'load_source', 'keep_readable', 'elpv_subset',
            'open_rgb', 'split_rows', 'content_hash', 'prepare_split', 'channel_stats', 'dataset_stats', 'default_augs',
-           'default_workers', 'ImageCache', 'image_cache', 'get_dls', 'get_test_dl', 'save_fig',
+           'default_workers', 'ImageCache', 'image_cache', 'cached_images', 'get_dls', 'get_test_dl', 'save_fig',
            'plot_class_distribution', 'plot_samples', 'plot_sizes', 'plot_augmentations', 'write_json', 'explore',
            'summary_table']
 
@@ -234,31 +234,44 @@ def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentation
     return {}
 
 def default_workers()->int:
-    "DataLoader workers: none on CPU (the model, not decoding, is the bottleneck), up to 8 beside a GPU."
+    "DataLoader workers when images are decoded every epoch: none on CPU (the model is the bottleneck), up to 8 beside a GPU."
     return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
 class ImageCache:
-    "Images opened as RGB, resized to `px` (centre crop) and kept in memory as uint8 tensors, keyed by path."
-    def __init__(self, px:int): self.px, self.store = px, {}
+    "Images opened as RGB, resized to `px` (centre crop) and kept as uint8 tensors on `device`, keyed by path."
+    def __init__(self, px:int, device='cpu', keep:bool=True): self.px, self.device, self.keep, self.store = px, torch.device(device), keep, {}
     def load(self, path)->torch.Tensor:
         "The uint8 CHW tensor of one image file, decoded and resized."
         return image2tensor(Resize(self.px)(open_rgb(path), split_idx=1))
     def __call__(self, path)->TensorImage:
+        "The image of `path` from the store; decoded on a miss (and kept if `keep`)."
         x = self.store.get(path)
-        return TensorImage(self.load(path) if x is None else x)
+        if x is None:
+            x = self.load(path).to(self.device)
+            if self.keep: self.store[path] = x
+        return TensorImage(x)
     def fill(self, paths)->ImageCache:
-        "Decode every file of `paths` not yet stored, in parallel threads (PIL releases the GIL)."
+        "Decode every file of `paths` not yet stored, in parallel threads (PIL releases the GIL), and keep them on `device`."
         todo = [p for p in dict.fromkeys(paths) if p not in self.store]
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex: self.store.update(zip(todo, ex.map(self.load, todo)))
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex: self.store.update((p, x.to(self.device)) for p, x in zip(todo, ex.map(self.load, todo)))
         return self
     def fits(self, n:int, share:float=0.5)->bool:
-        "Whether `n` more images take under `share` of the available RAM."
-        return n*3*self.px**2 < share*psutil.virtual_memory().available
+        "Whether `n` more images take under `share` of the free memory of `device` (RAM for the CPU)."
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == 'cuda' else psutil.virtual_memory().available
+        return n*3*self.px**2 < share*free
 
 @lru_cache(maxsize=2)
-def image_cache(px:int)->ImageCache:
-    "The process-wide cache of images at `px` (the last two sizes used are kept)."
-    return ImageCache(px)
+def image_cache(px:int, device:torch.device=torch.device('cpu'))->ImageCache:
+    "The process-wide cache of images at `px` on `device` (the last two kept)."
+    return ImageCache(px, device)
+
+def cached_images(paths, px:int, device)->ImageCache|None:
+    "The cache of images at `px` filled with `paths`: in GPU memory beside a GPU if under a quarter of it is needed, else in RAM if under half; None if neither."
+    device = torch.device(device)
+    if device.type == 'cuda' and device.index is None: device = torch.device('cuda', torch.cuda.current_device())
+    for dev, share in ([(device, 0.25)] if device.type == 'cuda' else []) + [(torch.device('cpu'), 0.5)]:
+        c = image_cache(px, dev)
+        if c.fits(len(set(paths) - set(c.store)), share): return c.fill(paths)
 
 def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             size:int=128, # final training size (square)
@@ -267,25 +280,24 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             std=(0.5, 0.5, 0.5), # normalisation std of the backbone
             augs:dict|None=None, # `aug_transforms` kwargs; None: fastai's defaults; False: no augmentation
             presize:float=1.25, # item resize = size*presize before the batch augmentations
-            num_workers:int|None=None, # None: `default_workers()`
+            num_workers:int|None=None, # None: none for cached images, else `default_workers()`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
-            cache:bool=True, # decode every row's image once and keep it in memory (if they fit in half the free RAM)
+            cache:bool=True, # decode each image once and keep it in memory (`cached_images`): train and valid up front, test rows on first use
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
-    df = df[df.split.isin(['train', 'valid'])].reset_index(drop=True)
+    device = torch.device(default_device() if device is None else device)
     augs = [] if augs is False else aug_transforms(size=size, **(augs or {}))
     px = round(size*presize) if augs else size
-    images = image_cache(px) if cache else ImageCache(px)
-    if cache and images.fits(len(df)): images.fill(df.path)
+    images = (cache and cached_images(df.path[df.split != 'test'], px, device)) or ImageCache(px, keep=False)
+    df = df[df.split.isin(['train', 'valid'])].reset_index(drop=True)
     block = DataBlock(blocks=(TransformBlock(type_tfms=images, batch_tfms=IntToFloatTensor), CategoryBlock),
                       get_x=ColReader('path'), get_y=ColReader('label'),
                       splitter=IndexSplitter(df.index[df.split == 'valid']),
                       batch_tfms=[*augs, Normalize.from_stats(torch.tensor(mean), torch.tensor(std))])
     set_seed(seed)
-    device = ifnone(device, default_device())
-    return block.dataloaders(df, bs=bs, num_workers=ifnone(num_workers, default_workers()), device=device,
-                             pin_memory=torch.device(device).type == 'cuda')
+    return block.dataloaders(df, bs=bs, num_workers=ifnone(num_workers, 0 if images.store else default_workers()), device=device,
+                             pin_memory=device.type == 'cuda' and images.device.type == 'cpu')
 
 def get_test_dl(dls, # DataLoaders from `get_dls`
                 df:pd.DataFrame, # split table: its 'test' rows are used, in order

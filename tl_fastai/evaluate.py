@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
+from .core import autocast
 from .data import save_fig
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
                              precision_recall_fscore_support, roc_auc_score)
@@ -44,14 +45,14 @@ def predict(model:torch.nn.Module, # any classifier returning logits of shape (B
     model.eval()
     probs, targs = [], []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(dev):
             for xb, yb in dl:
-                probs.append(model(_plain(xb).to(dev)).double().softmax(1).cpu())
-                targs.append(_plain(yb).long().cpu())
+                probs.append(model(_plain(xb).to(dev)).double().softmax(1))
+                targs.append(_plain(yb).long())
     finally:
         for m, mode in modes.items(): m.training = mode
     if not probs: raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
-    return torch.cat(probs).numpy(), torch.cat(targs).numpy()
+    return torch.cat(probs).cpu().numpy(), torch.cat([t.to(dev) for t in targs]).cpu().numpy()
 
 # %% ../nbs/03_evaluate.ipynb #6c353213
 def default_pos_label(classes:list, # class names in index order

@@ -14,8 +14,9 @@ import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from unittest import mock
 from fastai.torch_core import rank_distrib
+from .core import autocast
 from .data import explore, elpv_subset, get_dls, get_test_dl, default_augs, write_json, parse_spec, save_fig
-from .train import (RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment, freeze_stages, main_first,
+from .train import (OPTIMIZERS, RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment, freeze_stages, main_first,
                              build_learner, norm_for)
 from fastai.callback.schedule import valley, slide
 from fastai.torch_core import set_seed
@@ -85,9 +86,9 @@ def step_seconds(arch:str, size:int, bs:int, # what a step's time depends on
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     m = create_model(arch, 2, pretrained=False).to(dev).train().to(memory_format=torch.channels_last)
     freeze_stages(m, keep_frozen)
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], 1e-4)
+    opt = OPTIMIZERS['adam']([[p for p in m.parameters() if p.requires_grad]], lr=1e-4)
     x, y = torch.randn(bs, 3, size, size, device=dev), torch.randint(0, 2, (bs,), device=dev)
-    with torch.autocast(dev, enabled=dev == 'cuda'):
+    with autocast(dev):
         for i in range(steps + 1):
             if i == 1: t = time.perf_counter()
             torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step(); opt.zero_grad()
@@ -153,12 +154,12 @@ def lr_evidence(cfg:RunConfig, # the baseline
 # %% ../nbs/05_study.ipynb #72415d8e
 def run_predictions(run_dir:Path, # a trained run
                     df:pd.DataFrame, # split table
-                    bs:int=64, # inference batch size
+                    bs:int=128, # inference batch size
                    )->dict:
     "Class probabilities of the run's best checkpoint on the test and validation rows, in table order."
     model, meta = load_checkpoint(run_dir/'best_checkpoint.pt', classes=sorted(df.label.unique()))
     dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=False)
-    model.to(dls.device)
+    model.to(dls.device, memory_format=torch.channels_last)
     (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df)), predict(model, dls.valid)
     return dict(test=pt, valid=pv, y_test=yt, y_valid=yv, classes=meta['classes'], best_epoch=meta['epoch'], meta=meta)
 

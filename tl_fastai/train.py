@@ -6,7 +6,7 @@ Docs: https://tl-fastai.github.io/tl_fastai/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #07acc685
 from __future__ import annotations
-import dataclasses, json, os, platform, random, shutil, time
+import dataclasses, inspect, json, os, platform, random, shutil, time
 from functools import partial
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -15,26 +15,43 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 from sklearn import metrics as skm
 from fastcore.basics import ifnone, patch
-from fastai.learner import Learner
+from fastai.learner import Learner, AvgSmoothLoss
 from fastai.callback.core import Callback
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
-from fastai.optimizer import Adam, SGD, RAdam, ranger
+from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
+from .core import amp_dtype
 from .data import get_dls, channel_stats, write_json
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'RunConfig', 'macro_metric', 'valid_metrics',
-           'use_speedups', 'freeze_stages', 'build_learner', 'atomic_save', 'rng_states', 'set_rng_states',
-           'checkpoint_dict', 'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars',
-           'log_hparams', 'EpochLogger', 'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary',
-           'fmt_value', 'variant_name', 'sweep_configs', 'best_variant']
+__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'macro_metric',
+           'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'atomic_save',
+           'rng_states', 'set_rng_states', 'state_on_params', 'load_opt_state', 'checkpoint_dict', 'CheckpointError',
+           'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars', 'log_hparams', 'EpochLogger',
+           'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'fmt_value', 'variant_name',
+           'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
-OPTIMIZERS = dict(adam=Adam, sgd=SGD, radam=RAdam, ranger=ranger)
+def torch_opt(cls, # a `torch.optim` optimizer class
+              **defaults, # its settings
+             ):
+    "A fastai `opt_func` running torch's `cls` in fastai's `OptimWrapper`, with fused kernels where torch has them, else multi-tensor ones."
+    def opt_func(params, lr, **kw):
+        on_gpu = all(p.is_cuda for g in params for p in g)
+        fused = 'fused' in inspect.signature(cls).parameters and (on_gpu or _TORCH >= (2, 4))    # fused on the CPU since torch 2.4
+        return OptimWrapper(params, cls, lr=lr, **{**defaults, **kw}, **(dict(fused=True) if fused else dict(foreach=True)))
+    return opt_func
+
+_TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
+
+OPTIMIZERS = dict(adam=torch_opt(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5),
+                  sgd=torch_opt(torch.optim.SGD, momentum=0.9),
+                  radam=torch_opt(torch.optim.RAdam, betas=(0.9, 0.99), eps=1e-5, decoupled_weight_decay=True),
+                  ranger=ranger)
 
 @dataclass
 class RunConfig:
@@ -48,7 +65,7 @@ class RunConfig:
     lr:float=2e-3 # base learning rate (one-cycle maximum)
     lr_mult:float=10. # body learning rate = head's / lr_mult in the unfrozen phase
     keep_frozen:int=0 # leading stages (stem = 1, then blocks) frozen for the whole run (pretrained models only)
-    opt:str='adam' # optimizer: adam | sgd | radam | ranger
+    opt:str='adam' # optimizer: adam (AdamW) | sgd | radam | ranger
     wd:float=1e-2 # weight decay (decoupled, fastai's default for Adam)
     dropout:float=0.2 # dropout before the classifier
     seed:int=42 # seeds Python, NumPy and torch; on CPU the same seed gives the same run
@@ -84,10 +101,19 @@ def valid_metrics()->list:
     return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'), macro_metric(skm.f1_score, 'f1')]
 
 def use_speedups(learn:Learner)->Learner:
-    "Channels-last weights everywhere; mixed precision (bf16 if supported, else fp16) on CUDA."
+    "Channels-last weights everywhere; on a GPU cuDNN's autotuner and mixed precision (`amp_dtype`: bf16 or fp16)."
     learn.model.to(memory_format=torch.channels_last)
-    if not next(learn.model.parameters()).is_cuda: return learn
-    return learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    dt = amp_dtype(next(learn.model.parameters()).device)
+    if dt is None: return learn
+    torch.backends.cudnn.benchmark = True              # fixed image sizes: pick the fastest convolution kernels once
+    return learn.to_bf16() if dt == torch.bfloat16 else learn.to_fp16()
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's smoothed training loss kept on the loss's device: no host-device sync per batch (fastai's moves it to the CPU)."
+    def accumulate(self, learn):
+        self.count += 1
+        loss = learn.loss.detach().mean()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
 def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
                   n:int, # leading stages to freeze for good
@@ -105,6 +131,7 @@ def build_learner(cfg:RunConfig, # the run
     keep = freeze_stages(model, cfg.keep_frozen if cfg.transfer else 0)
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=OPTIMIZERS[cfg.opt], lr=cfg.lr, wd=cfg.wd,
                     splitter=partial(param_groups, keep_frozen=keep), metrics=valid_metrics(), cbs=cbs)
+    learn.recorder.smooth_loss = DeviceSmoothLoss(learn.recorder.smooth_loss.beta)
     learn.model.to(dls.device)
     return use_speedups(learn)
 
@@ -136,25 +163,50 @@ def _shuffler(learn:Learner):
     return dl.dl if isinstance(dl, DistributedDL) else dl
 
 def rng_states(learn:Learner)->dict:
-    "Python, NumPy, torch and DataLoader random states, as plain values."
+    "Python, NumPy, torch (CPU and every GPU) and DataLoader random states, as plain values."
     st = np.random.get_state()
     return dict(python=_plain(random.getstate()), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
-                torch=torch.get_rng_state(), dl=_plain(_shuffler(learn).rng.getstate()))
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                dl=_plain(_shuffler(learn).rng.getstate()))
 
 def set_rng_states(learn:Learner, st:dict):
-    "Restore what `rng_states` saved."
+    "Restore what `rng_states` saved (the GPUs' states when this machine has as many GPUs)."
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
     np.random.set_state((st['numpy'][0], st['numpy'][1].numpy(), *st['numpy'][2:]))
     torch.set_rng_state(st['torch'])
+    if st.get('cuda') and len(st['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(st['cuda'])
     _shuffler(learn).rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
+
+def state_on_params(state:dict, # fastai `Optimizer.state`: {parameter: {name: value}}
+                   )->dict:
+    "Move each state tensor to its parameter's device, floating ones to its dtype (a loaded state stays where it was loaded)."
+    for p, st in state.items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor): st[k] = v.to(p.device, dtype=p.dtype if v.is_floating_point() else v.dtype)
+    return state
+
+def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimWrapper`)
+                   sd:dict, # its `state_dict()` from a checkpoint, loaded on the CPU
+                  ):
+    "Load an optimizer state onto the parameters' devices, keeping this machine's kernel choice (fused or multi-tensor)."
+    if not isinstance(opt, OptimWrapper):
+        opt.load_state_dict(sd)
+        return state_on_params(opt.state)
+    if 'param_groups' not in sd: raise CheckpointError("The checkpoint's optimizer state was written by an earlier tl_fastai and cannot be resumed: retrain the run with --force.")
+    kernels = [{k: g[k] for k in ('fused', 'foreach') if k in g} for g in opt.opt.param_groups]
+    opt.load_state_dict(sd)
+    for g, kern in zip(opt.opt.param_groups, kernels):
+        g.update(kern)
+        for p in g['params']:       # torch keeps `step` on the CPU, except for fused kernels that read it on the GPU
+            st = opt.opt.state.get(p, {})
+            if 'step' in st: st['step'] = st['step'].to(p.device if g.get('fused') or g.get('capturable') else 'cpu')
 
 def checkpoint_dict(learn:Learner, cfg:RunConfig, epoch:int, phase:str, history:list, stats:tuple)->dict:
     "Everything needed to rebuild the model or resume the run after global `epoch`."
     model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu() for k, v in _bare(learn.model).state_dict().items()}
-    opt = learn.opt.state_dict()
     return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size, mean=list(stats[0]), std=list(stats[1]),
                 epoch=epoch, phase=phase, epochs=cfg.epochs, config=_plain(asdict(cfg)), history=_plain(history),
-                model=model, opt=dict(state=_plain(opt['state']), hypers=_plain(opt['hypers'])), rng=rng_states(learn),
+                model=model, opt=_plain(learn.opt.state_dict()), rng=rng_states(learn),
                 torch_version=str(torch.__version__))
 
 # %% ../nbs/02_train.ipynb #ad2d55b6
@@ -219,15 +271,16 @@ class EpochLogger(Callback):
     def __init__(self, cfg:RunConfig, run_dir:Path, stats:tuple, history:list, writer:SummaryWriter):
         self.cfg, self.run_dir, self.stats, self.history, self.writer = cfg, Path(run_dir), stats, history, writer
         self.offset, self.phase, self.start = 0, 'unfrozen', 0
-    def before_epoch(self): self.n, self.loss_sum, self.correct, self.t0 = 0, 0., 0, time.time()
+    def before_epoch(self): self.n, self.sums, self.t0 = 0, 0, time.time()
     def after_batch(self):
+        "Add up the batch's images, and its loss sum and correct predictions on the device: no sync with the host per batch."
         if not self.training or not len(self.yb): return
-        bs = len(self.yb[0])
-        self.n += bs; self.loss_sum += self.loss.item()*bs
-        self.correct += (self.pred.argmax(-1) == self.yb[0]).sum().item()
+        y = self.yb[0]
+        self.n += len(y)
+        self.sums = self.sums + torch.stack([self.loss.detach().double()*len(y), (self.pred.argmax(-1) == y).sum().double()])
     def _totals(self)->tuple:
         "Images, loss sum and correct predictions of the epoch, summed over all processes under DDP."
-        t = torch.tensor([self.n, self.loss_sum, self.correct], dtype=torch.float64)
+        t = torch.cat([torch.tensor([self.n], dtype=torch.float64), torch.as_tensor(self.sums, dtype=torch.float64).cpu().reshape(-1)])
         if num_distrib() > 1 and torch.distributed.is_initialized():
             t = t.to(self.dls.device); torch.distributed.all_reduce(t); t = t.cpu()
         return t.tolist()
@@ -348,7 +401,7 @@ def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, 
             learn.freeze() if phase == 'frozen' else learn.unfreeze()
             start = max(0, done - offset)
             if start:                               # resuming inside this phase
-                learn.opt.load_state_dict(dict(state=ck['opt']['state'], hypers=ck['opt']['hypers']))
+                load_opt_state(learn.opt, ck['opt'])
                 set_rng_states(learn, ck['rng'])
             elif ck and done == offset and done:     # resuming at the start of a phase: random states only
                 set_rng_states(learn, ck['rng'])
