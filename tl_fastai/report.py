@@ -1,4 +1,4 @@
-"""The submission: results prose generated from the measured numbers, the 8-section `notebook.ipynb` (built, executed headlessly), and `submission.zip`.
+"""Tables and prose for the submission notebook, made from the facts a study stored and never read back.
 
 Docs: https://tl-fastai.github.io/tl_fastai/report.html.md"""
 
@@ -6,56 +6,40 @@ Docs: https://tl-fastai.github.io/tl_fastai/report.html.md"""
 
 # %% ../nbs/06_report.ipynb #bc5f7dac
 from __future__ import annotations
-import dataclasses, json, os, re, time, zipfile
+import json, time
 from pathlib import Path
 
-import pandas as pd, torch, timm
-import nbformat
-from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell
-from .models import create_model, count_macs
-from .train import load_checkpoint, CheckpointError, fmt_value
-from .evaluate import error_by_expert_proba, slice_metrics, PROBA_LEVELS
-from .study import StudyConfig
+import numpy as np, pandas as pd, torch, timm
+from .core import (ALPHA, BASELINE, GRADCAM_CASES, HISTORY, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
+                            is_ambiguous, is_variant, proba_level)
+from .models import count_macs
+from .evaluate import error_by_expert_proba, slice_metrics
+from .study import runs_table
 
 # %% auto #0
-__all__ = ['ELPV_REFS', 'HEAT_RE', 'CANDIDATES', 'PIP_SPEC', 'SECTIONS', 'INTRO', 'PREPROC', 'history', 'variant_names',
-           'runs_table', 'config_table', 'data_table', 'split_table', 'fit_reading', 'reference_text', 'baseline_text',
-           'lr_text', 'stability', 'tuning_text', 'n_params', 'run_params', 'class_recalls', 'scratch_text',
-           'heat_shares_of', 'heat_table', 'case_analysis', 'error_tables', 'gradcam_text', 'comparison_text',
-           'conclusion_text', 'repro_text', 'model_choice_table', 'colab_cell', 'lr_rationale', 'notebook_cells',
-           'build_notebook', 'notebook_errors', 'execute_notebook', 'expected_runs', 'check_submission', 'make_zip']
+__all__ = ['FIT_WORDS', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table', 'data_table', 'split_table',
+           'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'tuning_text', 'scratch_text',
+           'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls', 'comparison_text',
+           'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
-def _pct(x:float)->str: return f"{100*x:.1f}%"
-
 def history(out:Path, # study folder
             name:str, # run name
            )->pd.DataFrame:
     "The run's history.csv: one row per global epoch."
-    return pd.read_csv(Path(out)/name/'history.csv')
+    return pd.read_csv(Path(out)/name/HISTORY)
 
 def variant_names(res:dict)->list:
     "Names of the three tuned variants, in sweep order."
-    return [n for n in res['runs'] if n.startswith('tuned_variant')]
+    return [n for n in res['runs'] if is_variant(n)]
 
-def runs_table(res:dict, # study.json content
-               names:list|None=None, # runs to show; None: all
-              )->pd.DataFrame:
-    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, training minutes."
-    rows = {}
-    for n in names or res['runs']:
-        r = res['runs'][n]; b, t = r['best'], r['test']
-        rows[n] = {'best epoch': b['epoch'], 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
-                   'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
-                   'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
-                   'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
-    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
-
+# %% ../nbs/06_report.ipynb #66fbbcab
 def config_table(res:dict, names:list|None=None)->pd.DataFrame:
     "Every hyperparameter of each run (one column per run)."
     return pd.DataFrame({n: {k: json.dumps(v) if isinstance(v, dict) else v for k, v in res['runs'][n]['config'].items()}
                          for n in names or res['runs']})
 
+# %% ../nbs/06_report.ipynb #701a6c80
 def data_table(res:dict)->pd.DataFrame:
     "The dataset's statistics as one column: size, classes, balance, image sizes, modes, normalisation."
     d = res['data']
@@ -64,9 +48,11 @@ def data_table(res:dict)->pd.DataFrame:
              **{f'images of {c}': f"{n} ({d['class_shares'][c]:.1%})" for c, n in d['class_counts'].items()},
              'imbalance ratio (largest/smallest)': d['imbalance_ratio'], 'width px': rng('width'), 'height px': rng('height'),
              'colour modes': ', '.join(f'{m}: {n}' for m, n in d['modes'].items()), 'file kB': rng('file_kb'),
-             'train mean (RGB)': d['train_mean'], 'train std (RGB)': d['train_std'], 'unreadable files left out': len(d['unreadable'])}
+             'train mean (RGB)': d['train_mean'], 'train std (RGB)': d['train_std'],
+             'unreadable files left out': len(d['unreadable'])}
     return pd.DataFrame({'value': [str(v) for v in facts.values()]}, index=pd.Index(facts, name='statistic'))
 
+# %% ../nbs/06_report.ipynb #7e653bfe
 def split_table(res:dict)->pd.DataFrame:
     "Images per class in each split, with the split's share of the dataset."
     sc = res['data']['split_counts']
@@ -75,26 +61,40 @@ def split_table(res:dict)->pd.DataFrame:
     return t.assign(share=(t.total/t.total.sum()).map('{:.1%}'.format)).rename_axis('split')
 
 # %% ../nbs/06_report.ipynb #37bf16b8
-def fit_reading(h:pd.DataFrame, # history of one run
-                tol:float=0.05, # accuracy gap (and relative valid-loss rise) that counts
-               )->str:
-    "One sentence on over/under-fitting from the last epoch's train–valid gap and the validation-loss trend."
-    last, vmin = h.iloc[-1], h.valid_loss.min()
-    gap = last.train_accuracy - last.valid_accuracy
-    s = (f"at the last epoch ({int(last.epoch)}) train accuracy is {_pct(last.train_accuracy)} vs valid {_pct(last.valid_accuracy)} "
-         f"(gap {100*gap:+.1f} pts) and train loss {last.train_loss:.3f} vs valid {last.valid_loss:.3f}")
-    rising = last.valid_loss > vmin*(1 + tol)
-    if gap > tol and rising: verdict = (f"over-fitting: the valid loss rose from its minimum {vmin:.3f} at epoch "
-                                        f"{int(h.epoch[h.valid_loss.idxmin()])} while training kept improving")
-    elif gap > tol: verdict = "a generalisation gap, but the valid loss has not turned up yet: mild over-fitting"
-    elif rising: verdict = f"no train–valid gap, yet the valid loss is above its minimum {vmin:.3f}: noisy rather than over-fitted"
-    elif last.valid_loss <= vmin: verdict = "no gap and the valid loss still at its minimum in the last epoch: under-fitted, more epochs would likely help"
-    else: verdict = "train and valid agree and the valid loss is near its minimum: neither over- nor under-fitted"
-    return f"{s} — {verdict}."
+def _pct(x:float)->str: return f"{100*x:.1f}%"
+
+def _fmt_p(p:float)->str:
+    "A p-value for text: three decimals, or '< 0.001'."
+    return '< 0.001' if p < 0.001 else f'= {p:.3f}'
+
+FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum {valid_loss_min:.3f} at epoch {min_epoch} while "
+                             "training kept improving",
+             'mild over-fitting': "a generalisation gap, but the valid loss has not turned up yet: mild over-fitting",
+             'noisy': "no train–valid gap, yet the valid loss is above its minimum {valid_loss_min:.3f}: noisy rather than over-fitted",
+             'under-fitting': "no gap and the valid loss still at its minimum in the last epoch: under-fitted, more epochs would "
+                              "likely help",
+             'good fit': "train and valid agree and the valid loss is near its minimum: neither over- nor under-fitted"}
+
+def fit_text(f:dict, # a run's `fit_facts`
+            )->str:
+    "One sentence on over/under-fitting from a run's fit facts."
+    return (f"at the last epoch ({f['last_epoch']}) train accuracy is {_pct(f['train_accuracy'])} vs valid "
+            f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
+            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f)}.")
+
+# %% ../nbs/06_report.ipynb #74e563a3
+def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
+                )->str:
+    "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, significance."
+    return (f"{c['model_a']} vs {c['model_b']}: accuracy {c['acc_a']:.1%} vs {c['acc_b']:.1%}, {100*c['diff']:+.1f} pts "
+            f"({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), McNemar exact p {_fmt_p(c['p'])} "
+            f"(b={c['b']} images only {c['model_a']} got right, c={c['c']} only {c['model_b']}), "
+            f"{'significant' if c['significant'] else 'not significant'} at {c['alpha']:g}.")
 
 # %% ../nbs/06_report.ipynb #37f8ec33
-ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019)': 0.8842, 'SVM on hand-crafted features (Deitsch et al. 2019)': 0.8244,
-             'frozen EfficientNet-Lite0 features + logistic regression (160 px)': 0.857}
+ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
+             'SVM on hand-crafted features (Deitsch et al. 2019, 75/25 split)': 0.8244,
+             'frozen EfficientNet-Lite0 features + logistic regression (160 px, 75/25 split)': 0.857}
 
 def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
 
@@ -104,130 +104,124 @@ def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accurac
     parts = []
     for name, acc in ELPV_REFS.items():
         side = 'beats' if t['accuracy'] > acc else 'falls short of'
-        ci = ('outside the 95% CI' if not t['accuracy_lo'] <= acc <= t['accuracy_hi'] else 'inside the 95% CI, so not a clear difference')
+        ci = 'outside the 95% CI' if not t['accuracy_lo'] <= acc <= t['accuracy_hi'] else 'inside the 95% CI, so not a clear difference'
         parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; the reference lies {ci})")
-    return "Against published ELPV results (different test splits, so a rough yardstick): " + '; '.join(parts) + '.'
+    return ("Against published ELPV results (other splits and protocols, so a rough yardstick): " + '; '.join(parts) + '.')
 
+# %% ../nbs/06_report.ipynb #a5253c36
 def baseline_text(res:dict, # study.json content
-                  out:Path, # study folder
                  )->str:
     "Results of the pretrained baseline: best epoch, valid vs test scores, fitting, published references."
-    r = res['runs']['baseline_pretrained']; c, b, t = r['config'], r['best'], r['test']
-    h = history(out, 'baseline_pretrained')
+    r = res['runs'][BASELINE]; c, b, t, f = r['config'], r['best'], r['test'], r['fit']
     p1 = (f"The baseline ({c['arch']}, {c['freeze_epochs']} frozen-body + {c['epochs']-c['freeze_epochs']} unfrozen epochs at "
-          f"{c['size']} px, lr {c['lr']:g}) reached its best validation macro F1 of {b['valid_f1']:.3f} (accuracy {_pct(b['valid_accuracy'])}) "
-          f"at epoch {b['epoch']} of {len(h)}; that checkpoint scores {_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–"
-          f"{_pct(t['accuracy_hi'])}) and macro F1 {t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test images, "
-          f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_reading(h)}")
+          f"{c['size']} px, lr {c['lr']:g}) reached its best validation macro F1 of {b['valid_f1']:.3f} (accuracy "
+          f"{_pct(b['valid_accuracy'])}) at epoch {b['epoch']} of {f['last_epoch'] + 1}; that checkpoint scores "
+          f"{_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) and macro F1 "
+          f"{t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test images, "
+          f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_text(f)}")
     return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
 
+# %% ../nbs/06_report.ipynb #35e777c4
 def lr_text(res:dict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
     e = res.get('lr_find')
     if not e: return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
     lo, hi = sorted((e['valley'], e['slide']))
     where = 'between the two suggestions' if lo <= e['lr'] <= hi else f"{e['lr']/e['valley']:.1f}× the valley suggestion"
-    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase ({e['num_it']} mini-batches of "
-            f"{e['bs']} at {e['size']} px, rate growing exponentially), suggests {e['valley']:.1e} (*valley*: the steepest useful descent) "
-            f"and {e['slide']:.1e} (*slide*: the last rate before the loss takes off). The baseline uses {e['lr']:g}, {where}; the finder "
-            "only sees the new head's first steps, so the sweep in section 4 tests a decade on each side with full training runs.")
+    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase ({e['num_it']} "
+            f"mini-batches of {e['bs']} at {e['size']} px, rate growing exponentially), suggests {e['valley']:.1e} (*valley*: the "
+            f"steepest useful descent) and {e['slide']:.1e} (*slide*: the last rate before the loss takes off). The baseline uses "
+            f"{e['lr']:g}, {where}; the finder only sees the new head's first steps, so the sweep in section 4 tests a decade "
+            "on each side with full training runs.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
-def stability(h:pd.DataFrame, # history of one run
-              k:int=3, # last epochs looked at
-             )->str:
-    "Convergence and stability of a run: epoch of the lowest valid loss and the valid-loss spread over the last `k` epochs."
-    tail = h.valid_loss.tail(k)
-    return (f"lowest valid loss {h.valid_loss.min():.3f} at epoch {int(h.epoch[h.valid_loss.idxmin()])}, "
-            f"valid-loss spread {tail.max()-tail.min():.3f} over the last {len(tail)} epochs")
-
-def tuning_text(res:dict, out:Path)->str:
+def tuning_text(res:dict)->str:
     "What the sweep found: each value's validation and test scores, stability, the chosen variant and its significance."
-    param, names, best = res['config']['param'], variant_names(res), res['best_variant']
-    lines = [f"- **{param} = {fmt_value(res['runs'][n]['config'][param])}**: best valid F1 {res['runs'][n]['best']['valid_f1']:.3f} "
-             f"(epoch {res['runs'][n]['best']['epoch']}), test accuracy {_pct(res['runs'][n]['test']['accuracy'])}, "
-             f"{stability(history(out, n))}" for n in names]
-    cmp = res['comparisons']['tuning']
-    sig = cmp['p'] < 0.05
-    verdict = (f"Tuning {'changed' if sig else 'did not significantly change'} test accuracy: {cmp['text']} "
-               + ("The chosen variant is the better model on these test images." if sig and cmp['diff'] > 0 else
-                  "The chosen variant is significantly worse on test than the baseline: validation picked it on too few images." if sig else
-                  f"With {int(cmp['b']+cmp['c'])} discordant images the sweep cannot separate the two; the baseline setting is as good a choice."))
-    chosen = res['runs'][best]
+    param, best, cmp = res['config']['param'], res['best_variant'], res['comparisons']['tuning']
+    lines = []
+    for n in variant_names(res):
+        r = res['runs'][n]; f = r['fit']
+        lines.append(f"- **{param} = {fmt_value(r['config'][param])}**: best valid F1 {r['best']['valid_f1']:.3f} (epoch "
+                     f"{r['best']['epoch']}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
+                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch']}, valid-loss spread {f['spread']:.3f} over the last "
+                     f"{f['spread_epochs']} epochs")
+    verdict = (f"Tuning {'changed' if cmp['significant'] else 'did not significantly change'} test accuracy: {compare_text(cmp)} "
+               + ("The chosen variant is the better model on these test images." if cmp['significant'] and cmp['diff'] > 0 else
+                  "The chosen variant is significantly worse on test than the baseline: validation picked it on too few images."
+                  if cmp['significant'] else
+                  f"With {cmp['b'] + cmp['c']} discordant images the sweep cannot separate the two; the baseline setting is as "
+                  "good a choice."))
     return (f"Sweep over {param} (all else as the baseline):\n\n" + '\n'.join(lines) +
-            f"\n\nBy validation macro F1 the chosen variant is **{best}** ({chosen['best']['valid_f1']:.3f}). " + verdict)
+            f"\n\nBy validation macro F1 the chosen variant is **{best}** ({res['runs'][best]['best']['valid_f1']:.3f}). " + verdict)
 
 # %% ../nbs/06_report.ipynb #e9594755
-def n_params(model:torch.nn.Module)->int:
-    "Number of parameters of `model`."
-    return sum(p.numel() for p in model.parameters())
-
-def run_params(res:dict, name:str)->int:
-    "Parameter count of a run's architecture with the study's number of classes."
-    return n_params(create_model(res['runs'][name]['config']['arch'], res['data']['n_classes'], pretrained=False))
-
-def class_recalls(res:dict, name:str)->dict:
-    "{class: test recall} of one run."
-    t = res['runs'][name]['test']
-    return {c: t[f'recall_{c}'] for c in res['data']['classes'] if f'recall_{c}' in t}
-
-def _gap(h:pd.DataFrame)->float: return h.train_accuracy.iloc[-1] - h.valid_accuracy.iloc[-1]
-
-def scratch_text(res:dict, out:Path)->str:
+def scratch_text(res:dict)->str:
     "Transfer-learning benefit: best pretrained vs scratch CNN with significance, gaps, parameters and training time."
-    cmp = res['comparisons']['transfer']; a, s = cmp['model_a'], 'cnn_scratch'
-    ta, ts = res['runs'][a]['test'], res['runs'][s]['test']
-    ha, hs = history(out, a), history(out, s)
-    pa, ps = run_params(res, a), run_params(res, s)
-    wa, ws = res['runs'][a]['wall_time_s'], res['runs'][s]['wall_time_s']
-    p1 = (f"{cmp['text']} Macro F1: {a} {ta['f1_macro']:.3f} vs scratch {ts['f1_macro']:.3f} ({ta['f1_macro']-ts['f1_macro']:+.3f}). " +
-          (f"Transfer learning is the clear benefit here." if cmp['p'] < .05 and cmp['diff'] > 0 else
-           "The scratch CNN is significantly better here, which says the pretrained run was badly configured or too short." if cmp['p'] < .05 else
-           "On this test set the difference is not significant."))
-    p2 = (f"The scratch CNN has {ps/1e6:.2f} M parameters against {pa/1e6:.2f} M for {res['runs'][a]['config']['arch']}, trained for the same "
-          f"{len(hs)} epochs in {ws:.0f} s ({ws/len(hs):.1f} s/epoch) vs {wa:.0f} s ({wa/len(ha):.1f} s/epoch). "
-          f"Train–valid accuracy gap at the last epoch: scratch {100*_gap(hs):+.1f} pts, pretrained {100*_gap(ha):+.1f} pts; "
-          f"for the scratch CNN {fit_reading(hs)}")
+    cmp = res['comparisons']['transfer']; a = cmp['model_a']
+    ra, rs = res['runs'][a], res['runs'][SCRATCH]
+    ta, ts, fa, fs = ra['test'], rs['test'], ra['fit'], rs['fit']
+    ea, es = fa['last_epoch'] + 1, fs['last_epoch'] + 1
+    p1 = (f"{compare_text(cmp)} Macro F1: {a} {ta['f1_macro']:.3f} vs scratch {ts['f1_macro']:.3f} "
+          f"({ta['f1_macro']-ts['f1_macro']:+.3f}). " +
+          ("Transfer learning is the clear benefit here." if cmp['significant'] and cmp['diff'] > 0 else
+           "The scratch CNN is significantly better here, which says the pretrained run was badly configured or too short."
+           if cmp['significant'] else "On this test set the difference is not significant."))
+    p2 = (f"The scratch CNN has {rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M for {ra['config']['arch']}, "
+          f"trained for the same {es} epochs in {rs['wall_time_s']:.0f} s ({rs['wall_time_s']/es:.1f} s/epoch) vs "
+          f"{ra['wall_time_s']:.0f} s ({ra['wall_time_s']/ea:.1f} s/epoch). Train–valid accuracy gap at the last epoch: scratch "
+          f"{100*fs['gap']:+.1f} pts, pretrained {100*fa['gap']:+.1f} pts; for the scratch CNN {fit_text(fs)}")
     return p1 + "\n\n" + p2
 
 # %% ../nbs/06_report.ipynb #42ada0af
-HEAT_RE = re.compile(r"(\d+)% on the ([a-z ]+?) \((\d+)% of the area\)")
+def _level(row)->str|None:
+    "The ELPV expert probability of a case as '0', '1/3', '2/3' or '1'; None without one."
+    k = proba_level(row['proba']) if 'proba' in row else -1
+    return list(PROBA_LEVELS)[k] if k >= 0 else None
 
-def heat_shares_of(text:str)->dict:
-    "{region: (heat share, area share)} parsed from a case caption."
-    return {m[1]: (int(m[0])/100, int(m[2])/100) for m in HEAT_RE.findall(text)}
+def _regions(row)->list:
+    "(region name, heat share, area share) of a case row, for the regions its map has."
+    return [(k[5:], row[k], row['area_' + k[5:]]) for k in row.index if k.startswith('heat_') and not pd.isna(row[k])]
 
-def heat_table(cases:pd.DataFrame)->pd.DataFrame:
-    "Mean share of heat and of area per image region over the cases with a non-empty map, and their ratio."
-    rows = [dict(region=k, heat=h, area=a) for t in cases.text for k, (h, a) in heat_shares_of(t).items()]
-    if not rows: return pd.DataFrame(columns=['heat', 'area', 'heat/area'])
-    t = pd.DataFrame(rows).groupby('region')[['heat', 'area']].mean()
-    return t.assign(**{'heat/area': t.heat/t.area}).sort_values('heat/area', ascending=False).round(3)
+def case_caption(row, # a row of gradcam_cases.csv
+                )->str:
+    "Short caption of a case from its facts: prediction and confidence, expert label, where the heat lies."
+    ok = row['label'] == row['pred']
+    s = f"{'Correctly predicted' if ok else 'Predicted'} {row['pred']} with p={row['prob']:.2f}"
+    meta = [f"true {row['label']}" + (f", p(true)={row['p_true']:.2f}" if not ok and 'p_true' in row else '')]
+    if _level(row): meta.append(f"expert probability {_level(row)}")
+    if 'cell_type' in row: meta.append(str(row['cell_type']))
+    if row.get('source', 'test') != 'test': meta.append(f"{row['source']} image")
+    s += f" ({', '.join(meta)})."
+    if row['map_empty']: return s + " The map is empty: no positive evidence for this class at the layer."
+    where = ', '.join(f"{h:.0%} on the {k.replace('_', ' ')} ({a:.0%} of the area)" for k, h, a in _regions(row))
+    return s + f" Heat: {where}; peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
 
+# %% ../nbs/06_report.ipynb #174c8b40
 def case_analysis(row, # a misclassified row of gradcam_cases.csv
+                  over:float=1.5, # heat share / area share from which a region counts as over-weighted
                  )->str:
     "2–3 sentences on one error: label certainty, confidence, whether the heat drives it, over-weighted regions."
     s = [f"True {row['label']}, predicted {row['pred']} with p={row['prob']:.2f}."]
-    if 'proba' in row and not pd.isna(row['proba']):
-        amb = min(abs(row['proba']-1/3), abs(row['proba']-2/3)) < 1e-3
-        lv = min(PROBA_LEVELS, key=lambda k: abs(PROBA_LEVELS[k] - row['proba']))
-        s.append(f"The experts rated the defect probability {lv}: " +
-                 ("the label itself is uncertain, so this is as likely label noise as a model failure." if amb else
-                  "they were certain, so this is a genuine model failure."))
+    if _level(row):
+        s.append(f"The experts rated the defect probability {_level(row)}: " +
+                 ("the label itself is uncertain, so this is as likely label noise as a model failure." if is_ambiguous(row['proba'])
+                  else "they were certain, so this is a genuine model failure."))
     s.append("Confidently wrong, so the model saw strong (misleading) evidence." if row['prob'] >= .8 else
              "Near the decision boundary: the image looks like both classes to the model.")
-    if 'map is empty' in row['text']: s.append("The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on weak, diffuse cues.")
-    else:
-        drives = row['drop_top'] > max(row['drop_random'], 0)
-        s.append(f"Masking the hottest pixels drops p(pred) by {row['drop_top']:.3f} vs {row['drop_random']:.3f} for random pixels: "
-                 + ("the highlighted region is what drives this wrong decision." if drives else "the map does not single out what drives the decision."))
-        over = [f"{k} ({h:.0%} of the heat on {a:.0%} of the area)" for k, (h, a) in heat_shares_of(row['text']).items() if a and h/a >= 1.5]
-        if over: s.append("Heat is over-weighted on the " + ', '.join(over) + ", a sign of relying on that structure rather than the defect itself.")
+    if row['map_empty']:
+        return ' '.join(s + ["The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on weak, diffuse cues."])
+    drives = row['drop_top'] > max(row['drop_random'], 0)
+    s.append(f"Masking the hottest pixels drops p(pred) by {row['drop_top']:.3f} vs {row['drop_random']:.3f} for random pixels: "
+             + ("the highlighted region is what drives this wrong decision." if drives
+                else "the map does not single out what drives the decision."))
+    heavy = [f"{k.replace('_', ' ')} ({h:.0%} of the heat on {a:.0%} of the area)" for k, h, a in _regions(row) if a and h/a >= over]
+    if heavy: s.append("Heat is over-weighted on the " + ', '.join(heavy) + ", a sign of relying on that structure rather than the defect.")
     return ' '.join(s)
 
+# %% ../nbs/06_report.ipynb #16861cd5
 def error_tables(res:dict, out:Path)->dict:
     "The explained model's test errors by expert probability and by cell type (only the tables the data supports)."
-    tp = pd.read_csv(Path(out)/'test_predictions.csv')
+    tp = pd.read_csv(Path(out)/TEST_PREDICTIONS)
     pred = tp[f"pred_{res['config']['explain']}"]
     tabs = {}
     if 'proba' in tp: tabs['expert probability'] = error_by_expert_proba(tp, tp.label, pred)
@@ -237,72 +231,86 @@ def error_tables(res:dict, out:Path)->dict:
 # %% ../nbs/06_report.ipynb #91c573c2
 def gradcam_text(res:dict, out:Path)->str:
     "Grad-CAM observations: cases, error kinds, faithfulness, where heat concentrates, error patterns by metadata."
-    cases = pd.read_csv(Path(out)/'gradcam_cases.csv')
-    err = cases[cases.label != cases.pred]
-    kinds = ', '.join(f"{n} {k}" for k, n in err.kind.value_counts().items())
-    dt, dr = cases.drop_top.mean(), cases.drop_random.mean()
-    ht = heat_table(cases)
-    p1 = (f"{len(cases)} cases of {res['config']['explain']} were explained, {len(err)} of them misclassified ({kinds or 'none'}). "
-          f"Masking each map's hottest pixels drops the predicted class's probability by {dt:.3f} on average against {dr:.3f} for as many random pixels: "
-          + ("the maps point at evidence the model actually uses." if dt > max(dr, 0) else "the maps are not more faithful than chance here, so read them with care."))
-    if len(ht) and ht['heat/area'].iloc[0] < 1.1: p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
-    elif len(ht): p1 += (f" Heat concentrates on the {ht.index[0]} ({ht.heat.iloc[0]:.0%} of the heat on {ht.area.iloc[0]:.0%} of the area, "
-                       f"{ht['heat/area'].iloc[0]:.1f}x its area share).")
+    g = res['gradcam']
+    kinds = ', '.join(f"{n} {k}" for k, n in g['error_kinds'].items())
+    p1 = (f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified ({kinds or 'none'}). "
+          f"Masking each map's hottest pixels drops the predicted class's probability by {g['drop_top']:.3f} on average against "
+          f"{g['drop_random']:.3f} for as many random pixels: " + ("the maps point at evidence the model actually uses." if g['faithful']
+          else "the maps are not more faithful than chance here, so read them with care."))
+    heat = sorted(g['heat'].items(), key=lambda kv: -kv[1]['ratio'])
+    if heat and heat[0][1]['ratio'] < 1.1: p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
+    elif heat:
+        k, h = heat[0]
+        p1 += f" Heat concentrates on the {k.replace('_', ' ')} ({h['heat']:.0%} of the heat on {h['area']:.0%} of the area, {h['ratio']:.1f}x)."
     tabs, parts = error_tables(res, out), []
     if 'expert probability' in tabs:
         e = tabs['expert probability']
         parts.append("Error rate by expert probability: " + ', '.join(f"{lv}: {r.error_rate:.0%} of {int(r.n)}" for lv, r in e.iterrows() if r.n)
-                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts themselves rated 1/3 or 2/3 (ambiguous labels), "
-                     f"the other {e.loc[['0', '1'], 'errors'].sum()} are model failures on certain labels.")
+                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts themselves rated "
+                     f"1/3 or 2/3 (ambiguous labels), the other {e.loc[['0', '1'], 'errors'].sum()} are model failures on certain labels.")
     if 'cell type' in tabs:
-        c = tabs['cell type']
-        parts.append("By cell type: " + ', '.join(f"{v} accuracy {r.accuracy:.1%} ({int(r.errors)} errors of {int(r.n)})" for v, r in c.iterrows()) + '.')
+        parts.append("By cell type: " + ', '.join(f"{v} accuracy {r.accuracy:.1%} ({int(r.errors)} errors of {int(r.n)})"
+                                                  for v, r in tabs['cell type'].iterrows()) + '.')
     return p1 + ("\n\n" + ' '.join(parts) if parts else '')
 
+# %% ../nbs/06_report.ipynb #5e080f50
+def class_recalls(res:dict, name:str)->dict:
+    "{class: test recall} of one run."
+    t = res['runs'][name]['test']
+    return {c: t[f'recall_{c}'] for c in res['data']['classes'] if f'recall_{c}' in t}
+
 # %% ../nbs/06_report.ipynb #512e5226
-def comparison_text(res:dict, out:Path)->str:
+def comparison_text(res:dict)->str:
     "All models ranked on test accuracy and macro F1, their weak class, and the speed/accuracy trade-off."
     tab = runs_table(res).sort_values(['test acc', 'test F1'], ascending=False)
     rank = '; '.join(f"{i+1}. {n} ({_pct(r['test acc'])}, F1 {r['test F1']:.3f}, {r['train min']:.1f} min)" for i, (n, r) in enumerate(tab.iterrows()))
     weak = []
-    for n, r in res['runs'].items():
+    for n in res['runs']:
         rec = class_recalls(res, n)
         if rec: lo = min(rec, key=rec.get); weak.append(f"{n} {rec[lo]:.0%} on {lo}")
     top, fast = tab.index[0], tab['train min'].idxmin()
     t_top, t_fast = tab.loc[top], tab.loc[fast]
     trade = (f"The fastest run, {fast}, took {t_fast['train min']:.1f} min for {_pct(t_fast['test acc'])}; the best, {top}, took "
              f"{t_top['train min']:.1f} min for {_pct(t_top['test acc'])}" +
-             (f", i.e. {100*(t_top['test acc']-t_fast['test acc']):.1f} pts for {t_top['train min']/max(t_fast['train min'], 1e-3):.1f}x the time." if top != fast else
-              ": no trade-off, the fastest is also the best."))
-    return (f"Ranking on the {int(res['runs'][top]['test']['n'])} test images: {rank}. Lowest per-class recall (the weak side of each model): "
-            f"{', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} ({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
-            f"{res['comparisons']['tuning']['text']} {res['comparisons']['transfer']['text']}")
+             (f", i.e. {100*(t_top['test acc']-t_fast['test acc']):.1f} pts for {t_top['train min']/max(t_fast['train min'], 1e-3):.1f}x "
+              "the time." if top != fast else ": no trade-off, the fastest is also the best."))
+    return (f"Ranking on the {int(res['runs'][top]['test']['n'])} test images: {rank}. Lowest per-class recall (the weak side of "
+            f"each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} ({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
+            f"{compare_text(res['comparisons']['tuning'])} {compare_text(res['comparisons']['transfer'])}")
 
+# %% ../nbs/06_report.ipynb #42e8dc0e
 def conclusion_text(res:dict, out:Path)->str:
-    "Key findings and next steps chosen from the numbers: resolution, epochs, class weights, TTA, label noise."
+    "Key findings and next steps chosen from the facts: resolution, epochs, class weights, labels, test-time augmentation."
     tab = runs_table(res).sort_values(['test acc', 'test F1'], ascending=False)
     top = tab.index[0]; r = res['runs'][top]; t, c = r['test'], r['config']
     tr, tt = res['comparisons']['transfer'], res['comparisons']['tuning']
-    find = (f"**Findings.** The best model on test is {top} with {_pct(t['accuracy'])} accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) "
-            f"and macro F1 {t['f1_macro']:.3f}. Pretraining {'paid off significantly' if tr['p'] < .05 and tr['diff'] > 0 else 'did not give a significant gain'} "
+    find = (f"**Findings.** The best model on test is {top} with {_pct(t['accuracy'])} accuracy (95% CI {_pct(t['accuracy_lo'])}–"
+            f"{_pct(t['accuracy_hi'])}) and macro F1 {t['f1_macro']:.3f}. Pretraining "
+            f"{'paid off significantly' if tr['significant'] and tr['diff'] > 0 else 'did not give a significant gain'} "
             f"({100*tr['diff']:+.1f} pts over the scratch CNN, p = {tr['p']:.3g}); tuning {res['config']['param']} "
-            f"{'mattered' if tt['p'] < .05 else 'did not significantly change test accuracy'} ({100*tt['diff']:+.1f} pts, p = {tt['p']:.3g}).")
+            f"{'mattered' if tt['significant'] else 'did not significantly change test accuracy'} ({100*tt['diff']:+.1f} pts, "
+            f"p = {tt['p']:.3g}).")
     steps = []
-    if c['size'] < 224: steps.append(f"train at higher resolution (224–300 px instead of {c['size']} px): ELPV cracks are thin lines that downsampling erases")
-    h = history(out, top)
-    if r['best']['epoch'] == int(h.epoch.iloc[-1]): steps.append(f"train longer: the best validation epoch of {top} was its last ({r['best']['epoch']})")
+    if c['size'] < 224: steps.append(f"train at higher resolution (224–300 px instead of {c['size']} px): ELPV cracks are thin lines that "
+                                     "downsampling erases")
+    if r['best']['epoch'] == r['fit']['last_epoch']:
+        steps.append(f"train longer: the best validation epoch of {top} was its last ({r['best']['epoch']})")
     rec = class_recalls(res, top)
     if rec and min(rec.values()) < .8:
         lo = min(rec, key=rec.get)
         steps.append(f"use a class-weighted loss or oversampling: recall of {lo} is only {rec[lo]:.0%}")
-    if 'over-fitting' in fit_reading(h): steps.append("regularise more (stronger augmentation, weight decay, earlier stopping) against the over-fitting seen in the curves")
+    if r['fit']['verdict'] == 'over-fitting':
+        steps.append("regularise more (stronger augmentation, weight decay, earlier stopping) against the over-fitting seen in the curves")
     tabs = error_tables(res, out)
     if 'expert probability' in tabs:
         e = tabs['expert probability']
-        amb = e.loc[['1/3', '2/3'], 'errors'].sum() / max(e.errors.sum(), 1)
-        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft targets from the expert probability, or report them separately")
-    steps.append("test-time augmentation with the same dihedral flips used in training: eight views per test image for the price of eight forward passes")
-    steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {res['config']['arch']} gives a measured baseline, and a sweep over weight decay or freeze depth")
+        amb = e.loc[['1/3', '2/3'], 'errors'].sum()/max(e.errors.sum(), 1)
+        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft targets from the "
+                     "expert probability, or report them separately")
+    steps.append("test-time augmentation with the same dihedral flips used in training: eight views per test image for the price of "
+                 "eight forward passes")
+    steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a sweep over weight "
+                 "decay or freeze depth")
     return find + "\n\n**Next steps.**\n" + '\n'.join(f"- {s}" for s in steps)
 
 # %% ../nbs/06_report.ipynb #1c1577c6
@@ -331,248 +339,6 @@ def model_choice_table(size:int=224, # image size of the study
         with torch.inference_mode():
             m(x); ts = []
             for _ in range(repeats): t0 = time.perf_counter(); m(x); ts.append(time.perf_counter() - t0)
-        rows[name] = {'params (M)': n_params(m)/1e6, f'GMACs @{size}px': count_macs(m, size)/1e9,
+        rows[name] = {'params (M)': sum(p.numel() for p in m.parameters())/1e6, f'GMACs @{size}px': count_macs(m, size)/1e9,
                       'CPU ms/image': 1000*min(ts)/bs, 'ImageNet top-1 (%)': top1}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(2)
-
-# %% ../nbs/06_report.ipynb #7052f428
-PIP_SPEC = 'tl_fastai @ git+https://github.com/tl-fastai/tl_fastai'
-SECTIONS = ("1. Introduction and Plan", "2. Data Exploration and Preprocessing", "3. Baseline Model Training",
-            "4. Hyperparameter Tuning Experiments", "5. CNN from Scratch", "6. Grad-CAM and Error Analysis",
-            "7. Final Model Comparison", "8. Conclusions and Future Work")
-
-def colab_cell(out:str)->str:
-    "Source of the first code cell: Colab install and Drive option, device, the study folder."
-    return f'''# Colab: install the package and optionally keep the study folder on Google Drive (a disconnect then loses nothing).
-import sys, subprocess
-PIP_SPEC = {PIP_SPEC!r}
-USE_DRIVE = False  # Colab only: True puts OUT on Google Drive
-OUT = {out!r}
-IN_COLAB = 'google.colab' in sys.modules
-if IN_COLAB:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', PIP_SPEC], check=True)
-    if USE_DRIVE:
-        from google.colab import drive
-        drive.mount('/content/drive')
-        OUT = '/content/drive/MyDrive/tl_fastai/' + OUT.rstrip('/').split('/')[-1]
-import torch
-print('Device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', '| study folder:', OUT)
-%matplotlib inline'''
-
-def _study_call(cfg:StudyConfig)->str:
-    "`StudyConfig(...)` source with every field of `cfg` but `out` (set from OUT) and `force`."
-    kw = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ('out', 'force')}
-    kw['values'] = tuple(kw['values'])
-    return 'StudyConfig(out=OUT, ' + ', '.join(f'{k}={v!r}' for k, v in kw.items()) + ')'
-
-# %% ../nbs/06_report.ipynb #ad59b09d
-INTRO = """## 1. Introduction and Plan
-
-**Dataset: ELPV** (Buerhop-Lutz et al.; Deitsch et al. 2019), 2,624 electroluminescence images of single solar cells, 300×300 px greyscale,
-cut from 44 modules. It is a real industrial inspection task — finding cracks, broken fingers and inactive regions that
-cost power output — and it ships as a Python package, so the study runs offline. Each image carries an **expert defect
-probability** (0, 1/3, 2/3, 1) and the **cell type** (mono/poly): we label a cell *defective* when the probability is ≥ 0.5,
-and keep the probability to tell *ambiguous labels* (1/3, 2/3) from genuine model failures in the error analysis.
-The classes are imbalanced about 2.2 : 1 (functional : defective).
-
-**Research on pretrained models.** Three ImageNet backbones are candidates (the table below is measured on this
-machine's CPU, random weights, batch 8 at the study's image size; top-1 is the published value):
-EfficientNet-Lite0 (4.7 M parameters, 75.1%), ResNet-34 (21.8 M, 73.3%) and ConvNeXt-T (28.6 M, 82.1%). We choose
-**EfficientNet-Lite0**: the fewest parameters and MACs (fast enough to fine-tune fully on a CPU, and little capacity
-to over-fit ~1,800 training images), ReLU6 and no squeeze-excitation so it quantises and deploys well on inspection
-hardware, and its weights are available offline. ConvNeXt-T would be the accuracy upgrade on a GPU; ResNet-34 is the classic reference.
-
-**Transfer strategy.** The ImageNet head is replaced by a new 2-class head. With `freeze_epochs` > 0 the body is first frozen and only
-the head trains, so random head gradients cannot wreck the pretrained features; `keep_frozen` keeps the stem and first blocks
-frozen for the whole run (the `cpu` preset does this instead of a head-only phase, which it measured to cost more than it gave). The trainable layers learn with
-discriminative learning rates (the body at `lr / lr_mult`, the head at `lr`; `lr_mult` is in the reproducibility table) under a one-cycle schedule. The scratch CNN trains for the
-**same total number of epochs** with the same optimizer, learning rate, split and augmentation.
-
-**Metrics.** Accuracy alone hides the rare class, so we report macro precision, recall and F1 (the best epoch is
-picked on validation macro F1), per-class recall, balanced accuracy, ROC-AUC and the confusion matrix, all on one
-held-out test split. Accuracy and F1 get 95% bootstrap intervals, and paired models are compared with McNemar's exact
-test, because a few test images can flip a ranking."""
-
-def lr_rationale(cfg:StudyConfig)->str:
-    "Why the swept parameter and its values (specific for the learning rate)."
-    vals = ', '.join(fmt_value(v) for v in cfg.values)
-    if cfg.param == 'lr':
-        return (f"**Why the learning rate, log-spaced ({vals}).** In fine-tuning the learning rate decides how far the pretrained "
-                "weights move: too low and the new head barely learns in a few epochs, too high and the ImageNet features are destroyed. "
-                "Its effect is multiplicative, so the values are a factor of 10 apart (log spacing) around the baseline "
-                f"{cfg.lr:g}; linear steps would test nearly the same setting three times. Everything else stays as in the baseline.")
-    return (f"**Why {cfg.param} ({vals}).** The three values span the useful range of {cfg.param} for this model; "
-            "everything else stays as in the baseline, so any difference is due to this parameter alone.")
-
-# %% ../nbs/06_report.ipynb #a7304836
-PREPROC = """**Preprocessing.** The ELPV images are 8-bit greyscale; they are converted to 3-channel RGB (the channel
-replicated) so ImageNet backbones accept them. fastai *presizing* resizes each image once on the CPU to a larger size and
-then applies all augmentation plus the final resize in one GPU-friendly step, so interpolation happens once. Pixels are
-normalised on the batch with the backbone's own statistics (mean = std = 0.5 for the Lite0 TF port); the scratch CNN uses
-the training split's mean and std. The split is stratified 70/15/15 and seeded, written once to `split.csv` and shared by every model.
-
-**Augmentation.** A solar cell has no canonical orientation, so horizontal and vertical flips and 90° rotations
-(the dihedral group) create valid new cells; brightness/contrast changes mimic different EL exposure. No colour jitter
-(the images are greyscale) and no free rotation or warping: the busbars and cell edges are axis-aligned and a tilted cell
-never occurs in the production line, while a warped crack could look like a different defect."""
-
-def notebook_cells(cfg:StudyConfig=StudyConfig(), # the study the notebook runs and reports
-                  )->list:
-    "The nbformat v4 cells of the 8-section submission notebook."
-    md, code = new_markdown_cell, new_code_cell
-    note = '' if cfg.dataset == 'elpv' else f"\n\n*This notebook runs on dataset `{cfg.dataset}`; the ELPV-specific remarks apply to the default dataset.*"
-    fig = lambda *names: '\n'.join(f"display(Image(filename=str(out/'figures'/{n!r})))" for n in names)
-    return [
-        md("# Transfer learning for solar-cell defect detection (ELPV) with fastai and timm\n\n"
-           "One notebook, eight sections: plan, data, pretrained baseline, learning-rate sweep, scratch CNN, Grad-CAM and error "
-           "analysis, comparison, conclusions. Every number in the prose is generated from the saved results."),
-        code(colab_cell(cfg.out)),
-        code("from pathlib import Path\nimport pandas as pd\nfrom IPython.display import Image, Markdown, display\n"
-             "from tl_fastai.study import StudyConfig, run_study\nfrom tl_fastai.data import default_augs\n"
-             "from tl_fastai.models import create_model\nfrom tl_fastai.evaluate import plot_curves\nfrom tl_fastai import report\n"
-             "pd.set_option('display.width', 200, 'display.max_columns', 30)"),
-        md(INTRO + note),
-        code("report.model_choice_table(size=StudyConfig(preset=" + repr(cfg.preset) + f", size={cfg.size!r}).resolved().size)"),
-        md(lr_rationale(cfg) + "\n\n**Plan.** (1) explore and split the data; (2) fine-tune the baseline; (3) sweep one hyperparameter "
-           "over three values; (4) train the scratch CNN for the same epochs; (5) evaluate every best checkpoint on the test split; "
-           "(6) explain the baseline with Grad-CAM; (7) compare; (8) conclude. The next cell runs all of it (finished runs are re-used; "
-           "in a fresh Colab it trains everything, logging to TensorBoard and checkpointing every epoch)."),
-        code(f"res = run_study({_study_call(cfg)})\nout = Path(OUT)"),
-        md("## 2. Data Exploration and Preprocessing\n\nDataset statistics (from `data_stats.json`) and the split:"),
-        code("display(report.data_table(res))\nreport.split_table(res)"),
-        code(fig('class_distribution.png', 'samples.png', 'image_sizes.png')),
-        md(PREPROC),
-        code("print('augmentation:', default_augs(res['config']['dataset']) or 'fastai defaults')\n" + fig('augmentations.png')),
-        md("## 3. Baseline Model Training\n\nThe pretrained backbone with a new head, body frozen for the first epoch(s), then "
-           "fine-tuned end to end with discriminative learning rates; every epoch is logged to TensorBoard (`%load_ext tensorboard`, "
-           "`%tensorboard --logdir` on the study folder) and checkpointed. The baseline configuration:"),
-        code("report.config_table(res, ['baseline_pretrained'])"),
-        code(fig('lr_find.png') + "\nMarkdown(report.lr_text(res))"),
-        code("hist = report.history(out, 'baseline_pretrained')\ndisplay(hist)\nplot_curves({'baseline_pretrained': hist})"),
-        code("report.runs_table(res, ['baseline_pretrained'])"),
-        code("Markdown(report.baseline_text(res, out))"),
-        md("## 4. Hyperparameter Tuning Experiments\n\n" + lr_rationale(cfg) + " The variant that wins on the *validation* macro F1 "
-           "is selected; the test set is only used to report it."),
-        code("display(report.config_table(res, report.variant_names(res)).loc[[res['config']['param'], 'epochs', 'size']])\n" + fig('sweep.png')),
-        code("report.runs_table(res, ['baseline_pretrained', *report.variant_names(res)])"),
-        code("Markdown(report.tuning_text(res, out))"),
-        md("## 5. CNN from Scratch\n\nThe comparison model is a plain CNN of four blocks (3×3 convolution, BatchNorm, ReLU, 2×2 max-pooling; "
-           "32→64→128→256 channels), global average pooling, dropout and one linear layer, with Kaiming initialisation. "
-           "Four poolings give a receptive field large enough for cracks spanning a cell at the study size, BatchNorm lets it train "
-           "at the baseline's learning rate, and global pooling keeps the head tiny. It uses the same optimizer, learning rate, "
-           "split, augmentation and total epochs as the pretrained runs (no frozen phase: nothing is pretrained)."),
-        code("scratch = create_model('scratch_cnn', res['data']['n_classes'])\nprint(scratch)\n"
-             "print(f'{report.n_params(scratch):,} parameters')"),
-        code("plot_curves({n: report.history(out, n) for n in ['baseline_pretrained', 'cnn_scratch']})"),
-        code("report.runs_table(res, ['baseline_pretrained', 'cnn_scratch'])"),
-        code("Markdown(report.scratch_text(res, out))"),
-        md("## 6. Grad-CAM and Error Analysis\n\nGrad-CAM (hand-written with forward/backward hooks on the last convolutional "
-           "feature map) weights each channel by its mean gradient for the predicted class. Each case below is a test image of the "
-           "explained model, chosen for a reason (its *kind*), followed by the caption generated from the map."),
-        code("cases = pd.read_csv(out/'gradcam_cases.csv')\nfor i, r in cases.iterrows():\n"
-             "    display(Image(filename=str(out/'figures'/'gradcam'/r.figure)))\n"
-             "    display(Markdown(f'**Case {i+1}: {r.kind}.** {r.text}'))"),
-        md("**Misclassified cases.** For each error: the expert label certainty, the model's confidence, whether the highlighted "
-           "region drives the decision (deletion check) and which image structures are over-weighted."),
-        code("errors = cases[cases.label != cases.pred]\ndisplay(errors.drop(columns=['text', 'figure'], errors='ignore'))\n"
-             "for i, r in errors.iterrows(): display(Markdown(f'**Case {i+1} ({r.kind}).** ' + report.case_analysis(r)))"),
-        code("for name, table in report.error_tables(res, out).items():\n    print(f'Test errors of {res[\"config\"][\"explain\"]} by {name}:')\n    display(table)"),
-        code("display(report.heat_table(cases))\ncases[['kind', 'p_orig', 'p_top', 'p_random', 'drop_top', 'drop_random']]"),
-        code("Markdown(report.gradcam_text(res, out))"),
-        md("## 7. Final Model Comparison\n\nAll models on the same test images, each at its best validation epoch:"),
-        code("pd.read_csv(out/'test_metrics.csv', index_col=0).round(3)"),
-        code(fig('training_curves.png', 'confusion_matrices.png', 'test_metrics.png')),
-        code("for c in res['comparisons'].values(): print(c['text'])"),
-        code("Markdown(report.comparison_text(res, out))"),
-        md("## 8. Conclusions and Future Work"),
-        code("Markdown(report.conclusion_text(res, out))"),
-        md("**Reproducibility.** Seed, versions, hardware, split and every hyperparameter, filled in from `study.json`:"),
-        code("print(report.repro_text(res))\nreport.config_table(res)"),
-    ]
-
-def build_notebook(path='notebook.ipynb', # notebook to write
-                   cfg:StudyConfig=StudyConfig(), # the study it runs and reports
-                  )->Path:
-    "Write the 8-section submission notebook (not executed) and return its path."
-    nb = new_notebook(cells=notebook_cells(cfg), metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
-                                                           'language_info': {'name': 'python'}})
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
-
-# %% ../nbs/06_report.ipynb #12031762
-def notebook_errors(path)->list:
-    "Error outputs of a notebook (empty when it ran clean)."
-    nb = nbformat.read(Path(path), as_version=4)
-    return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.output_type == 'error']
-
-def _section_of(nb, cell)->str:
-    "The '## ' heading above `cell` (or 'the start')."
-    sec = 'the start'
-    for c in nb.cells:
-        if c is cell: return sec
-        if c.cell_type == 'markdown': sec = next((l[3:].strip() for l in c.source.splitlines() if l.startswith('## ')), sec)
-    return sec
-
-def execute_notebook(path, # notebook to run
-                     timeout:int=7200, # seconds per cell
-                    )->Path:
-    "Execute the notebook headlessly in its folder and save the outputs into it; one-sentence error on a failing cell."
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent.resolve())}})
-    try: client.execute()
-    except CellExecutionError:
-        nbformat.write(nb, path)
-        bad = next(c for c in nb.cells if c.cell_type == 'code' and any(o.output_type == 'error' for o in c.get('outputs', [])))
-        e = next(o for o in bad.outputs if o.output_type == 'error')
-        raise RuntimeError(f"{path} failed in section '{_section_of(nb, bad)}' with {e.ename}: {e.evalue.rstrip('.')} "
-                           f"(the partly executed notebook is saved there).") from None
-    nbformat.write(nb, path)
-    return path
-
-# %% ../nbs/06_report.ipynb #14571251
-def expected_runs(res:dict)->list:
-    "Run folders the brief requires, from study.json: baseline, the three variants, the scratch CNN."
-    variants = variant_names(res)
-    if len(variants) != 3: raise ValueError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
-    return ['baseline_pretrained', *variants, 'cnn_scratch']
-
-def check_submission(notebook, out)->list:
-    "Raise one sentence on the first thing missing from a complete submission; the run names when all is well."
-    nb_path, out = Path(notebook), Path(out)
-    if not (out/'study.json').exists(): raise ValueError(f"{out/'study.json'} is missing: run `tl-fastai study --out {out}` first.")
-    runs = expected_runs(json.loads((out/'study.json').read_text()))
-    for r in runs:
-        d = out/r
-        if not d.is_dir(): raise ValueError(f"Run folder {d} is missing: re-run `tl-fastai study --out {out}` to train it.")
-        try: load_checkpoint(d/'model_checkpoint.pt')
-        except (OSError, CheckpointError, KeyError) as e: raise ValueError(f"{d/'model_checkpoint.pt'} does not load ({e}); re-run the study with --force.") from None
-        if not list((d/'logs').glob('events.out.tfevents.*')): raise ValueError(f"{d/'logs'} holds no TensorBoard event file: re-train {r} with --force.")
-    if not nb_path.exists(): raise ValueError(f"{nb_path} is missing: run `tl-fastai notebook --execute` first.")
-    nb = nbformat.read(nb_path, as_version=4)
-    if not all(c.get('execution_count') for c in nb.cells if c.cell_type == 'code'):
-        raise ValueError(f"{nb_path} has unexecuted cells: run `tl-fastai notebook --execute` first.")
-    if errs := notebook_errors(nb_path): raise ValueError(f"{nb_path} has an error output ({errs[0].ename}: {errs[0].evalue}): fix it and execute again.")
-    return runs
-
-def make_zip(notebook='notebook.ipynb', # the executed submission notebook
-             out='saved_models', # study folder
-             zip_path='submission.zip', # zip to write
-            )->Path:
-    "Check the study and notebook, then write submission.zip (notebook.ipynb + saved_models/) atomically; prints its size."
-    check_submission(notebook, out)
-    out, zip_path = Path(out), Path(zip_path)
-    tmpz = zip_path.with_name(zip_path.name + '.tmp')
-    try:
-        with zipfile.ZipFile(tmpz, 'w') as z:
-            z.write(notebook, 'notebook.ipynb', compress_type=zipfile.ZIP_DEFLATED)
-            for f in sorted(p for p in out.rglob('*') if p.is_file()):
-                z.write(f, f"saved_models/{f.relative_to(out).as_posix()}",
-                        compress_type=zipfile.ZIP_STORED if f.suffix == '.pt' else zipfile.ZIP_DEFLATED)
-        os.replace(tmpz, zip_path)
-    finally: tmpz.unlink(missing_ok=True)
-    print(f"Wrote {zip_path} ({zip_path.stat().st_size/2**20:.1f} MB)")
-    return zip_path

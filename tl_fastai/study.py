@@ -6,28 +6,29 @@ Docs: https://tl-fastai.github.io/tl_fastai/study.html.md"""
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import dataclasses, functools, json, os, tempfile, time
+import dataclasses, functools, os, tempfile, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from unittest import mock
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
-from unittest import mock
-from fastai.torch_core import rank_distrib
-from .core import autocast
-from .data import explore, elpv_subset, get_dls, get_test_dl, default_augs, write_json, parse_spec, save_fig
-from .train import (OPTIMIZERS, RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment, freeze_stages, main_first,
-                             build_learner, norm_for)
 from fastai.callback.schedule import valley, slide
-from fastai.torch_core import set_seed
-from .evaluate import (predict, test_metrics, metrics_table, compare_text, mcnemar_exact, plot_curves, plot_sweep, plot_confusions, plot_metric_bars)
+from fastai.torch_core import rank_distrib, set_seed
+from .core import (BASELINE, BEST_CKPT, GRADCAM_CASES, HISTORY, PLAN_JSON, RUN_JSON, SCRATCH, STUDY_JSON,
+                            TEST_METRICS, TEST_PREDICTIONS, autocast, is_variant, read_json, save_fig, write_csv, write_json)
+from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
+from .train import (OPTIMIZERS, RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment,
+                             freeze_stages, main_first, build_learner, norm_for)
+from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, plot_curves, plot_sweep,
+                                plot_confusions, plot_metric_bars)
 from .models import create_model
-from .gradcam import grad_cam, select_cases, describe_case, cam_figure, deletion_check
+from .gradcam import grad_cam, select_cases, case_facts, cam_figure, deletion_check, heat_summary
 
 # %% auto #0
-__all__ = ['PRESETS', 'RUN_ORDER', 'EPOCH_OVERHEAD', 'StudyConfig', 'run_configs', 'step_seconds', 'plan_table', 'fit_budget',
-           'lr_evidence', 'run_predictions', 'case_table', 'explain_cases', 'check_writable', 'source_table',
-           'train_all', 'evaluate_all', 'comparisons', 'study_figures', 'run_study', 'summary']
+__all__ = ['PRESETS', 'EPOCH_OVERHEAD', 'StudyConfig', 'run_configs', 'source_table', 'step_seconds', 'plan_table', 'fit_budget',
+           'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all', 'case_table', 'comparisons', 'study_figures',
+           'explain_cases', 'gradcam_summary', 'check_writable', 'runs_table', 'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
@@ -35,7 +36,6 @@ PRESETS = dict(
     cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=34.),
     gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10.),
 )
-RUN_ORDER = ('baseline_pretrained', 'tuned_variant', 'cnn_scratch')
 
 @dataclass
 class StudyConfig:
@@ -54,9 +54,9 @@ class StudyConfig:
     keep_frozen:int|None=None # leading stages of the pretrained backbone frozen for the whole run
     size:int|None=None # image size
     bs:int|None=None # batch size
-    n_per_class:int|None=None # use only this many ELPV images per class (smoke)
+    n_per_class:int|None=None # use only this many images per class (smoke), a smaller class whole
     seed:int=42 # split and training seed
-    explain:str='baseline_pretrained' # run whose decisions Grad-CAM explains
+    explain:str=BASELINE # run whose decisions Grad-CAM explains
     force:bool=False # retrain finished runs
 
     def resolved(self)->StudyConfig:
@@ -67,14 +67,20 @@ class StudyConfig:
         if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
 
+# %% ../nbs/05_study.ipynb #32abaf7f
 def run_configs(sc:StudyConfig)->dict:
     "{run name: RunConfig} of the study, in training order: baseline, the three variants, the scratch CNN."
     sc = sc.resolved()
-    augs = default_augs(sc.dataset) or None
-    base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs, keep_frozen=sc.keep_frozen,
-                     lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed, augs=augs)
+    base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs,
+                     keep_frozen=sc.keep_frozen, lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed, augs=default_augs(sc.dataset) or None)
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
-    return {'baseline_pretrained': base, **sweep_configs(base, sc.param, sc.values), 'cnn_scratch': scratch}
+    return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
+
+# %% ../nbs/05_study.ipynb #7f6259a7
+def source_table(sc:StudyConfig)->pd.DataFrame|None:
+    "The subset the preset asks for (`n_per_class` images of each class), or None to load the whole dataset."
+    if sc.n_per_class is None: return None
+    return stratified_subset(load_source(sc.dataset, scan=False), sc.n_per_class, sc.seed)
 
 # %% ../nbs/05_study.ipynb #5e0f42ed
 @functools.lru_cache(maxsize=None)
@@ -82,7 +88,7 @@ def step_seconds(arch:str, size:int, bs:int, # what a step's time depends on
                  keep_frozen:int=0, # leading stages without gradients
                  steps:int=2, # timed training steps (after one warm-up step)
                 )->float:
-    "Measured seconds of one training step (forward, backward, update) of the model on this machine, channels-last as in training (cached)."
+    "Measured seconds of one training step (forward, backward, update) on this machine, channels-last as in training (cached)."
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     m = create_model(arch, 2, pretrained=False).to(dev).train().to(memory_format=torch.channels_last)
     freeze_stages(m, keep_frozen)
@@ -95,6 +101,9 @@ def step_seconds(arch:str, size:int, bs:int, # what a step's time depends on
     if dev == 'cuda': torch.cuda.synchronize()
     return (time.perf_counter() - t)/steps
 
+# %% ../nbs/05_study.ipynb #b33e7c42
+def _finished(run_dir:Path)->bool: return (read_json(run_dir/RUN_JSON) or {}).get('finished', False)
+
 def plan_table(configs:dict, # {run name: RunConfig}
                n_train:int, n_valid:int, # images per epoch
                out:Path, # study folder: finished runs cost nothing
@@ -103,8 +112,7 @@ def plan_table(configs:dict, # {run name: RunConfig}
     "One row per run: architecture, epochs, status and estimated minutes."
     rows = []
     for name, c in configs.items():
-        f = out/name/'run.json'
-        done = not force and f.exists() and json.loads(f.read_text()).get('finished', False)
+        done = not force and _finished(out/name)
         kept = c.keep_frozen if c.transfer else 0
         epoch_s = 0 if done else step_seconds(c.arch, c.size, c.bs, kept)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
         rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs, frozen=c.freeze_epochs if c.transfer else 0,
@@ -113,16 +121,16 @@ def plan_table(configs:dict, # {run name: RunConfig}
     return pd.DataFrame(rows).set_index('run')
 
 # %% ../nbs/05_study.ipynb #874c9df8
-EPOCH_OVERHEAD = 1.1   # measured on 2 CPU cores with cached images: an epoch took 1.03x its timed steps (68 s against 66 s); the rest is margin
+EPOCH_OVERHEAD = 1.1   # an epoch on 2 CPU cores with cached images took 1.03x its timed steps; the rest is margin
 
 def fit_budget(sc:StudyConfig, # resolved
                n_train:int, n_valid:int, # images per epoch
                out:Path, # study folder: the choice is kept in out/plan.json
               )->StudyConfig:
     "`sc` with the most epochs (at most its own, at least `freeze_epochs + 2`) whose estimated training fits `sc.budget_min`."
-    f = out/'plan.json'
+    f = out/PLAN_JSON
     if not sc.budget_min: return sc
-    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=json.loads(f.read_text())['epochs'], budget_min=None)
+    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=read_json(f)['epochs'], budget_min=None)
     epoch_min = EPOCH_OVERHEAD*plan_table(run_configs(sc), n_train, n_valid, out, force=True).epoch_min.sum()
     epochs = int(min(sc.epochs, max(sc.freeze_epochs + 2, sc.budget_min // epoch_min)))
     write_json(dict(epochs=epochs, preset_epochs=sc.epochs, budget_min=sc.budget_min, est_epoch_min=epoch_min), f)
@@ -134,9 +142,9 @@ def lr_evidence(cfg:RunConfig, # the baseline
                 out:Path, # study folder
                 num_it:int=50, # mini-batches of the range test (at least 30: the suggestions skip its ends)
                )->dict:
-    "fastai's lr finder on the baseline's frozen-body phase: suggestions in out/lr_find.json and out/figures/lr_find.png (cached)."
+    "fastai's lr finder on the baseline's first phase: suggestions in out/lr_find.json, plot in out/figures/lr_find.png (cached)."
     f = out/'lr_find.json'
-    if f.exists(): return json.loads(f.read_text())
+    if f.exists(): return read_json(f)
     stats = norm_for(cfg, df)
     set_seed(cfg.seed)
     learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed))
@@ -151,64 +159,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
     write_json(res, f)
     return res
 
-# %% ../nbs/05_study.ipynb #72415d8e
-def run_predictions(run_dir:Path, # a trained run
-                    df:pd.DataFrame, # split table
-                    bs:int=128, # inference batch size
-                   )->dict:
-    "Class probabilities of the run's best checkpoint on the test and validation rows, in table order."
-    model, meta = load_checkpoint(run_dir/'best_checkpoint.pt', classes=sorted(df.label.unique()))
-    dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=False)
-    model.to(dls.device, memory_format=torch.channels_last)
-    (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df)), predict(model, dls.valid)
-    return dict(test=pt, valid=pv, y_test=yt, y_valid=yv, classes=meta['classes'], best_epoch=meta['epoch'], meta=meta)
-
-def case_table(df:pd.DataFrame, # rows of one split, in prediction order
-               probs:np.ndarray, # (N, C) probabilities
-               classes:list)->pd.DataFrame:
-    "Rows with the predicted class, its probability and the probability of the true class."
-    y = df.label.map({c: i for i, c in enumerate(classes)}).values
-    pred = probs.argmax(1)
-    return df.assign(pred=np.array(classes)[pred], prob=probs.max(1), p_true=probs[np.arange(len(y)), y])
-
-# %% ../nbs/05_study.ipynb #3f8f0c1e
-def explain_cases(run_dir:Path, # run whose best checkpoint is explained
-                  cases:pd.DataFrame, # `select_cases` result
-                  df:pd.DataFrame, # split table
-                  figdir:Path, # where the case figures go
-                 )->pd.DataFrame:
-    "`cases` with a caption, faithfulness numbers and a figure file per case."
-    model, meta = load_checkpoint(run_dir/'best_checkpoint.pt')
-    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=False, device='cpu')
-    x, _ = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()
-    x = torch.as_tensor(x).cpu()
-    target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
-    cams = grad_cam(model, x, target=target)
-    faith = deletion_check(model, x, cams, target=target)
-    texts = [describe_case(cams[i], r, img=x[i]) for i, (_, r) in enumerate(cases.iterrows())]
-    figdir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, (_, r) in enumerate(cases.iterrows()):
-        f = figdir/f"case_{i+1:02d}_{r.kind.split(' (')[0].replace(' ', '_')}.png"
-        cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], texts=[texts[i]], save_to=f); plt.close('all')
-        files.append(f.name)
-    cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
-    return cases.assign(text=texts, figure=files, **{k: v for k, v in faith.items()})
-
-# %% ../nbs/05_study.ipynb #1b2272a0
-def check_writable(out:Path):
-    "Fail early, with one sentence, if the study folder cannot be written."
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out/'.write_test'; probe.write_text('ok'); probe.unlink()
-    except OSError as e: raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): choose another --out or free space.") from None
-
-def source_table(sc:StudyConfig)->pd.DataFrame|None:
-    "The subset the preset asks for (ELPV only), or None to load the whole dataset."
-    if sc.n_per_class is None: return None
-    if parse_spec(sc.dataset)[0] not in ('elpv', 'elpv4'): raise ValueError(f"n_per_class subsets only the ELPV dataset, not {sc.dataset!r}: drop the smoke preset or use --dataset elpv.")
-    return elpv_subset(sc.n_per_class, seed=sc.seed, n_classes=4 if sc.dataset == 'elpv4' else 2)
-
+# %% ../nbs/05_study.ipynb #bac67524
 def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, quiet:bool=False)->dict:
     "Train (resume, skip) every run in order; {name: run.json content}."
     runs = {}
@@ -217,38 +168,127 @@ def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, qu
         log(f"[{name}] {cfg.arch}, {cfg.epochs} epochs at {cfg.size} px ...")
         runs[name] = train_run(cfg, df, out/name, force=force, quiet=quiet)
         b = runs[name]['best']
-        log(f"[{name}] best epoch {b['epoch']}: valid accuracy {b['valid_accuracy']:.3f}, macro F1 {b['valid_f1']:.3f} ({time.time()-t:.0f}s)")
+        log(f"[{name}] best epoch {b['epoch']}: valid accuracy {b['valid_accuracy']:.3f}, macro F1 {b['valid_f1']:.3f} "
+            f"({time.time()-t:.0f}s)")
     return runs
 
+# %% ../nbs/05_study.ipynb #72415d8e
+def run_predictions(run_dir:Path, # a trained run
+                    df:pd.DataFrame, # split table
+                    bs:int=128, # inference batch size
+                   )->dict:
+    "Class probabilities of the run's best checkpoint on the test and validation rows, in table order, and its size."
+    model, meta = load_checkpoint(run_dir/BEST_CKPT, classes=sorted(df.label.unique()))
+    dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=False)
+    model.to(dls.device, memory_format=torch.channels_last)
+    (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df)), predict(model, dls.valid)
+    return dict(test=pt, valid=pv, y_test=yt, y_valid=yv, classes=meta['classes'], best_epoch=meta['epoch'], meta=meta,
+                params=sum(p.numel() for p in model.parameters()))
+
+# %% ../nbs/05_study.ipynb #64ea514c
 def evaluate_all(runs:dict, df:pd.DataFrame, out:Path)->tuple:
     "Test results {name: test_metrics} and predictions of every run."
     preds = {name: run_predictions(out/name, df) for name in runs}
     results = {n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in preds.items()}
     return results, preds
 
+# %% ../nbs/05_study.ipynb #44579bd2
+def case_table(df:pd.DataFrame, # rows of one split, in prediction order
+               probs:np.ndarray, # (N, C) probabilities
+               classes:list)->pd.DataFrame:
+    "Rows with the predicted class, its probability and the probability of the true class."
+    y = df.label.map({c: i for i, c in enumerate(classes)}).values
+    return df.assign(pred=np.array(classes)[probs.argmax(1)], prob=probs.max(1), p_true=probs[np.arange(len(y)), y])
+
+# %% ../nbs/05_study.ipynb #690712d8
 def comparisons(results:dict, # test results {name: test_metrics}
                 runs:dict, # {name: run.json content}
                 best:str, # the best variant
                 monitor:str='valid_f1', # validation metric that picks the best pretrained model
                )->dict:
-    "McNemar + bootstrap comparisons the brief asks for: baseline vs best variant, best pretrained (by validation) vs scratch."
-    pre = max(['baseline_pretrained', best], key=lambda n: runs[n]['best'][monitor])
-    pairs = {'tuning': (best, 'baseline_pretrained'), 'transfer': (pre, 'cnn_scratch')}
-    out = {}
-    for k, (a, b) in pairs.items():
-        m = mcnemar_exact(results[a]['y_true'], results[a]['y_pred'], results[b]['y_pred'])
-        out[k] = dict(model_a=a, model_b=b, text=compare_text(a, b, results), **{x: float(m[x]) for x in ('b', 'c', 'p', 'acc_a', 'acc_b', 'diff')})
-    return out
+    "McNemar + bootstrap facts of baseline vs best variant (tuning) and best pretrained by validation vs scratch (transfer)."
+    pre = max([BASELINE, best], key=lambda n: runs[n]['best'][monitor])
+    return {'tuning': compare(best, BASELINE, results), 'transfer': compare(pre, SCRATCH, results)}
 
+# %% ../nbs/05_study.ipynb #93d706cf
 def study_figures(runs:dict, results:dict, table:pd.DataFrame, out:Path, param:str):
     "Curves of all runs, the sweep, confusion matrices and metric bars, as PNGs under out/figures."
-    hist = {n: pd.read_csv(out/n/'history.csv') for n in runs}
+    hist = {n: pd.read_csv(out/n/HISTORY) for n in runs}
     figs = out/'figures'
     plot_curves(hist, save_to=figs/'training_curves.png')
-    plot_sweep({n: h for n, h in hist.items() if n.startswith('tuned_variant')}, param, save_to=figs/'sweep.png')
+    plot_sweep({n: h for n, h in hist.items() if is_variant(n)}, param, save_to=figs/'sweep.png')
     plot_confusions(results, save_to=figs/'confusion_matrices.png')
     plot_metric_bars(table, save_to=figs/'test_metrics.png')
     plt.close('all')
+
+# %% ../nbs/05_study.ipynb #3f8f0c1e
+def explain_cases(run_dir:Path, # run whose best checkpoint is explained
+                  cases:pd.DataFrame, # `select_cases` result
+                  df:pd.DataFrame, # split table
+                  figdir:Path, # where the case figures go
+                 )->pd.DataFrame:
+    "`cases` with their heat facts, faithfulness numbers and a figure file per case."
+    model, meta = load_checkpoint(run_dir/BEST_CKPT)
+    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=False, device='cpu')
+    x, _ = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()
+    x = torch.as_tensor(x).cpu()
+    target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
+    cams = grad_cam(model, x, target=target)
+    files = [f"case_{i+1:02d}_{k.split(' (')[0].replace(' ', '_')}.png" for i, k in enumerate(cases.kind)]
+    for i, f in enumerate(files): cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f)
+    cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
+    return case_facts(cams, x, cases).assign(figure=files, **deletion_check(model, x, cams, target=target))
+
+# %% ../nbs/05_study.ipynb #52f1d370
+def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result
+                    run:str, # the explained run
+                   )->dict:
+    "Facts of the explained cases for study.json: counts, error kinds, faithfulness, where the heat lies."
+    err = cases[cases.label != cases.pred]
+    dt, dr = float(cases.drop_top.mean()), float(cases.drop_random.mean())
+    return dict(run=run, n_cases=len(cases), n_errors=len(err), error_kinds={k: int(v) for k, v in err.kind.value_counts().items()},
+                drop_top=dt, drop_random=dr, faithful=dt > max(dr, 0.), empty_maps=int(cases.map_empty.sum()),
+                heat=heat_summary(cases).to_dict('index'))
+
+# %% ../nbs/05_study.ipynb #1b2272a0
+def check_writable(out:Path):
+    "Fail early, with one sentence, if the study folder cannot be written."
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out/'.write_test'; probe.write_text('ok'); probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): choose another --out or free space.") from None
+
+# %% ../nbs/05_study.ipynb #604165e1
+def runs_table(res:dict, # study.json content
+               names:list|None=None, # runs to show; None: all
+              )->pd.DataFrame:
+    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, training minutes."
+    rows = {}
+    for n in names or res['runs']:
+        r = res['runs'][n]; b, t = r['best'], r['test']
+        rows[n] = {'best epoch': b['epoch'], 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
+                   'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
+                   'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
+                   'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
+    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
+
+# %% ../nbs/05_study.ipynb #15777700
+def _explain(sc:StudyConfig, df:pd.DataFrame, preds:dict, out:Path)->pd.DataFrame:
+    "Select, explain and save the Grad-CAM cases of the run `sc.explain`."
+    ex, test_rows = preds[sc.explain], df[df.split == 'test'].reset_index(drop=True)
+    cases = select_cases(case_table(test_rows, ex['test'], ex['classes']),
+                         fallback=case_table(df[df.split == 'valid'].reset_index(drop=True), ex['valid'], ex['classes']))
+    cases = explain_cases(out/sc.explain, cases, df, out/'figures'/'gradcam')
+    write_csv(cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'), out/GRADCAM_CASES, index=False)
+    return cases
+
+def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
+    "test_predictions.csv: every test row with each run's predicted class."
+    rows = df[df.split == 'test'].reset_index(drop=True)
+    pred_cols = {f'pred_{n}': np.array(p['classes'])[p['test'].argmax(1)] for n, p in preds.items()}
+    write_csv(rows.assign(**pred_cols).drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'),
+              out/TEST_PREDICTIONS, index=False)
 
 def run_study(sc:StudyConfig=StudyConfig(), # what to run
               log=print, # progress printer; None: silent
@@ -258,53 +298,41 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     quiet, log = log is None or rank_distrib() > 0, (not rank_distrib() and log) or (lambda *a: None)
     check_writable(out)
     df, stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), not rank_distrib())
-    sc = main_first(fit_budget, sc, (df.split == 'train').sum(), (df.split == 'valid').sum(), out)
-    configs = run_configs(sc)
-    env = environment()
-    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates time the training steps, data loading adds 10-30% on a CPU):")
-    log(plan_table(configs, (df.split == 'train').sum(), (df.split == 'valid').sum(), out, sc.force).to_string())
-    lr_ev = main_first(lr_evidence, configs['baseline_pretrained'], df, out)
+    n_train, n_valid = (df.split == 'train').sum(), (df.split == 'valid').sum()
+    sc = main_first(fit_budget, sc, n_train, n_valid, out)
+    configs, env = run_configs(sc), environment()
+    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates time the training steps, "
+        "data loading adds 10-30% on a CPU):")
+    log(plan_table(configs, n_train, n_valid, out, sc.force).to_string())
+    lr_ev = main_first(lr_evidence, configs[BASELINE], df, out)
     times = dict(data_s=round(time.time() - t0, 1))
     runs = train_all(configs, df, out, sc.force, log, quiet)
     if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
-    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if an earlier call trained them
+    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if trained earlier
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
     table = metrics_table(results)
-    table.to_csv(out/'test_metrics.csv')
-    variants = {n: r for n, r in runs.items() if n.startswith('tuned_variant')}
-    best = best_variant(variants, monitor=configs['baseline_pretrained'].monitor)
-    comp = comparisons(results, runs, best, configs['baseline_pretrained'].monitor)
-    test_rows = df[df.split == 'test'].reset_index(drop=True)
-    pred_cols = {f'pred_{n}': np.array(p['classes'])[p['test'].argmax(1)] for n, p in preds.items()}
-    test_rows.assign(**pred_cols).drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore').to_csv(out/'test_predictions.csv', index=False)
+    write_csv(table, out/TEST_METRICS)
+    monitor = configs[BASELINE].monitor
+    best = best_variant({n: r for n, r in runs.items() if is_variant(n)}, monitor=monitor)
+    _write_predictions(df, preds, out)
     study_figures(runs, results, table, out, sc.param)
     times['evaluation_s'] = round(time.time() - t1, 1)
     t2 = time.time()
-    ex = preds[sc.explain]
-    cases = select_cases(case_table(test_rows, ex['test'], ex['classes']),
-                         fallback=case_table(df[df.split == 'valid'].reset_index(drop=True), ex['valid'], ex['classes']))
-    cases = explain_cases(out/sc.explain, cases, df, out/'figures'/'gradcam')
-    cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore').to_csv(out/'gradcam_cases.csv', index=False)
+    cases = _explain(sc, df, preds, out)
     times['gradcam_s'] = round(time.time() - t2, 1)
     times['total_s'] = round(sum(times.values()), 1)
     times['this_call_s'] = round(time.time() - t0, 1)
     res = dict(config=asdict(sc), environment=env, seed=sc.seed, device=env['device'], data=stats,
                runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
-                             test=table.loc[n].to_dict()) for n, r in runs.items()},
-               best_variant=best, comparisons=comp, lr_find=lr_ev, wall_times=times)
-    write_json(res, out/'study.json')
-    log(f"\nTest set ({len(test_rows)} images), best checkpoint of each run:")
-    log(summary(res).to_string())
-    log(f"\nBest variant (validation {configs['baseline_pretrained'].monitor}): {best}")
-    for c in comp.values(): log(c['text'])
-    log(f"Study done in {times['this_call_s']/60:.1f} min ({times['total_s']/60:.1f} min with the training of every run): {out/'study.json'}")
+                             test=table.loc[n].to_dict(), fit=fit_facts(pd.read_csv(out/n/HISTORY)), params=preds[n]['params'])
+                     for n, r in runs.items()},
+               best_variant=best, comparisons=comparisons(results, runs, best, monitor), lr_find=lr_ev,
+               gradcam=gradcam_summary(cases, sc.explain), wall_times=times)
+    write_json(res, out/STUDY_JSON)
+    log(f"\nTest set ({(df.split == 'test').sum()} images), best checkpoint of each run:\n{runs_table(res).to_string()}")
+    log(f"\nBest variant (validation {monitor}): {best}\n" + pd.DataFrame(res['comparisons']).T[
+        ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
+    log(f"Study done in {times['this_call_s']/60:.1f} min ({times['total_s']/60:.1f} min with the training of every run): "
+        f"{out/STUDY_JSON}")
     return res
-
-def summary(res:dict)->pd.DataFrame:
-    "Results table of a study: test accuracy and macro F1 with 95% CIs, best epoch, training minutes."
-    rows = {n: dict(accuracy=f"{r['test']['accuracy']:.3f} [{r['test']['accuracy_lo']:.3f}, {r['test']['accuracy_hi']:.3f}]",
-                    macro_f1=f"{r['test']['f1_macro']:.3f} [{r['test']['f1_macro_lo']:.3f}, {r['test']['f1_macro_hi']:.3f}]",
-                    roc_auc=round(r['test']['roc_auc'], 3), best_epoch=r['best']['epoch'], train_min=round(r['wall_time_s']/60, 1))
-            for n, r in res['runs'].items()}
-    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run')

@@ -23,17 +23,18 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import amp_dtype
-from .data import get_dls, channel_stats, write_json
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, amp_dtype, atomic_save, read_json, variant_name,
+                            write_csv, write_json)
+from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'macro_metric',
-           'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'atomic_save',
-           'rng_states', 'set_rng_states', 'state_on_params', 'load_opt_state', 'checkpoint_dict', 'CheckpointError',
+           'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'rng_states',
+           'set_rng_states', 'state_on_params', 'load_opt_state', 'checkpoint_dict', 'CheckpointError',
            'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars', 'log_hparams', 'EpochLogger',
-           'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'fmt_value', 'variant_name',
-           'sweep_configs', 'best_variant']
+           'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'sweep_configs',
+           'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 def torch_opt(cls, # a `torch.optim` optimizer class
@@ -137,15 +138,6 @@ def build_learner(cfg:RunConfig, # the run
 
 # %% ../nbs/02_train.ipynb #6cfe1b88
 CKPT_FORMAT = 'tl_fastai.checkpoint/1'
-
-def atomic_save(obj, path:Path):
-    "`torch.save` to a temporary file, then rename it over `path`."
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 def _plain(o):
     "`o` with fastcore `L`s, tuples and NumPy values turned into plain lists, dicts and numbers."
@@ -294,11 +286,11 @@ class EpochLogger(Callback):
         self.history.append(row)
         if rank_distrib(): return                                                 # under DDP only the first process writes
         log_scalars(self.writer, row)
-        pd.DataFrame(self.history, columns=HISTORY_COLS).to_csv(self.run_dir/'history.csv', index=False)
+        write_csv(pd.DataFrame(self.history, columns=HISTORY_COLS), self.run_dir/HISTORY, index=False)
         ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
         if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in self.history[:-1]):   # best first: a kill in between redoes this epoch
-            atomic_save({k: v for k, v in ck.items() if k not in ('opt', 'rng')}, self.run_dir/'best_checkpoint.pt')  # for evaluation only: no resume state
-        atomic_save(ck, self.run_dir/'model_checkpoint.pt')
+            atomic_save({k: v for k, v in ck.items() if k not in ('opt', 'rng')}, self.run_dir/BEST_CKPT)   # no resume state
+        atomic_save(ck, self.run_dir/CKPT)
 
 # %% ../nbs/02_train.ipynb #7dd2039e
 def environment()->dict:
@@ -307,8 +299,6 @@ def environment()->dict:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)'
     return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__, timm=timm.__version__,
                 sklearn=sklearn.__version__, device=dev, processes=max(1, num_distrib()), platform=platform.platform())
-
-def _read_json(path:Path)->dict|None: return json.loads(path.read_text()) if path.exists() else None
 
 def _check_same_config(run_dir:Path, old:dict, cfg:RunConfig):
     "Refuse to continue a run folder that was made with another configuration."
@@ -333,7 +323,7 @@ def train_run(cfg:RunConfig, # what to train
     run_dir = Path(run_dir)
     done = main_first(_prepare_dir, run_dir, cfg, force)
     if done: return done
-    ck = read_checkpoint(run_dir/'model_checkpoint.pt') if (run_dir/'model_checkpoint.pt').exists() else None
+    ck = read_checkpoint(run_dir/CKPT) if (run_dir/CKPT).exists() else None
     if ck: _check_same_config(run_dir, ck['config'], cfg)
     t0 = time.time()
     if ck: stats = ck['mean'], ck['std']                    # a resumed run keeps its normalisation
@@ -348,12 +338,12 @@ def train_run(cfg:RunConfig, # what to train
     try: _fit_phases(learn, cfg, logger, ck, quiet)
     finally:
         if writer: writer.flush()
-    prev = _read_json(run_dir/'run.json') or {}
+    prev = read_json(run_dir/RUN_JSON, missing={})
     res = run_summary(cfg, history, wall=prev.get('wall_time_s', 0) + time.time() - t0)
     if rank_distrib(): return res
     log_hparams(writer, cfg, {k: res['best'][k] for k in ('valid_accuracy', 'valid_f1', 'valid_loss')})
     writer.close()
-    write_json(res, run_dir/'run.json')
+    write_json(res, run_dir/RUN_JSON)
     return res
 
 def is_ddp()->bool:
@@ -369,7 +359,7 @@ def main_first(fn, *args):
 def _prepare_dir(run_dir:Path, cfg:RunConfig, force:bool)->dict|None:
     "Empty the folder if `force`, return the run.json of a finished run (same config required), else create the folder."
     if force and run_dir.exists() and not rank_distrib(): shutil.rmtree(run_dir)
-    done = _read_json(run_dir/'run.json')
+    done = read_json(run_dir/RUN_JSON)
     if done and done.get('finished'):
         _check_same_config(run_dir, done['config'], cfg)
         return done
@@ -431,28 +421,22 @@ def run_summary(cfg:RunConfig, history:list, wall:float)->dict:
                 wall_time_s=round(wall, 1))
 
 # %% ../nbs/02_train.ipynb #8330e346
-def fmt_value(v)->str:
-    "A sweep value as it appears in a run folder name: 0.001, 0.0001, 64, adam."
-    if isinstance(v, float): return np.format_float_positional(v, trim='-')
-    return str(v)
-
-def variant_name(param:str, value)->str:
-    "Run folder name of one sweep value, e.g. tuned_variant_lr_0.001."
-    return f'tuned_variant_{param}_{fmt_value(value)}'
-
 def sweep_configs(base:RunConfig, # the baseline configuration
                   param:str='lr', # the one field to vary
                   values=(1e-4, 1e-3, 1e-2), # exactly three values
                  )->dict:
     "{run name: config} of the three sweep variants; everything but `param` equals `base`."
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    if param not in fields or param in ('arch', 'seed', 'monitor', 'augs'):
-        raise ValueError(f"Cannot sweep {param!r}: choose one of {', '.join(k for k in fields if k not in ('arch', 'seed', 'monitor', 'augs'))}.")
+    fixed = ('arch', 'seed', 'monitor', 'augs')
+    if param not in fields or param in fixed:
+        raise ValueError(f"Cannot sweep {param!r}: choose one of {', '.join(k for k in fields if k not in fixed)}.")
     values = list(values)
     if len(values) != 3 or len(set(values)) != 3: raise ValueError(f"A sweep needs exactly 3 different values, got {values}.")
     cast = type(getattr(base, param))
     try: values = [cast(v) for v in values]
-    except ValueError: raise ValueError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: pass three numbers like 1e-4,1e-3,1e-2.") from None
+    except ValueError:
+        raise ValueError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: pass three numbers "
+                         "like 1e-4,1e-3,1e-2.") from None
     return {variant_name(param, v): dataclasses.replace(base, **{param: v}) for v in values}
 
 def best_variant(results:dict, # {run name: run.json content}
