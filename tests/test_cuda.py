@@ -15,7 +15,7 @@ class KillMidEpoch(Callback):
     order = 100
     def __init__(self, at:int): self.at = at
     def after_batch(self):
-        if self.training and self.epoch_logger.offset + self.epoch == self.at and self.iter == len(self.dl)//2: raise Killed()
+        if self.training and self.epoch_logger.offset + self.epoch == self.at and self.iter == len(self.dl)//2: raise Killed('killed')
 
 class Probe(Callback):
     "When a fit starts: the optimizer state's and parameters' devices and dtypes, the GPU random state, the precision."

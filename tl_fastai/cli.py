@@ -10,8 +10,9 @@ import argparse, json, sys, warnings
 from pathlib import Path
 from .data import explore, summary_table
 from .study import StudyConfig, run_study
-from .core import STUDY_JSON, read_json
-from .notebook import build_notebook, execute_notebook
+import contextlib
+from .core import STUDY_JSON, read_json, study_lock
+from .notebook import NotebookError, build_notebook, execute_notebook
 from .submit import make_zip
 
 # %% auto #0
@@ -50,7 +51,7 @@ def cmd_study(args):
 def study_config(out:str)->StudyConfig:
     "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if there is none yet."
     f = Path(out)/STUDY_JSON
-    res = read_json(f)
+    res = read_json(f, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
     if res is None:
         print(f"No {f} yet: the notebook uses the default configuration and runs the study when executed.")
         return StudyConfig(out=str(out))
@@ -58,7 +59,12 @@ def study_config(out:str)->StudyConfig:
 
 def cmd_notebook(args):
     "Write notebook.ipynb, the 8-section submission notebook, and optionally execute it."
-    path = build_notebook(args.path, study_config(args.out))
+    out = Path(args.out)
+    with study_lock(out, shared=True) if out.exists() else contextlib.nullcontext(): cfg = study_config(out)
+    if args.execute and not args.train and not (out/STUDY_JSON).exists():
+        raise ValueError(f"{out} holds no finished study: run `tl-fastai study --out {out}` first, or pass --train to train "
+                         "inside the notebook.")
+    path = build_notebook(args.path, cfg)
     print(f"Wrote {path}")
     if args.execute:
         execute_notebook(path)
@@ -66,7 +72,7 @@ def cmd_notebook(args):
 
 def cmd_zip(args):
     "Check the study and the executed notebook, then write submission.zip."
-    make_zip(args.notebook, args.out, args.zip)
+    make_zip(args.notebook, args.out, args.zip, resume_state=args.with_resume_state)
 
 def build_parser()->argparse.ArgumentParser:
     "The `tl-fastai` argument parser with its sub-commands."
@@ -100,11 +106,14 @@ def build_parser()->argparse.ArgumentParser:
     n.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     n.add_argument('--path', default='notebook.ipynb', help='notebook to write (default: notebook.ipynb)')
     n.add_argument('--execute', action='store_true', help='execute it headlessly and keep the outputs')
+    n.add_argument('--train', action='store_true', help='with --execute and no finished study in --out: train inside the notebook')
     n.set_defaults(func=cmd_notebook)
     z = sub.add_parser('zip', help=cmd_zip.__doc__)
     z.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     z.add_argument('--notebook', default='notebook.ipynb', help='executed notebook (default: notebook.ipynb)')
     z.add_argument('--zip', default='submission.zip', help='zip to write (default: submission.zip)')
+    z.add_argument('--with-resume-state', action='store_true',
+                   help='also pack what resuming needs (optimizer and random states); the zip is then about 4x larger')
     z.set_defaults(func=cmd_zip)
     return p
 
@@ -113,8 +122,9 @@ def main(argv:list|None=None, # arguments; None: sys.argv[1:]
     "Entry point of the `tl-fastai` console script."
     args = build_parser().parse_args(argv)
     warnings.simplefilter('ignore', FutureWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **kw: f"{cat.__name__}: {msg}\n"   # the message, not the source line
     try: args.func(args)
-    except (ValueError, OSError) as e:   # input a user can fix: one sentence, no traceback
+    except (ValueError, OSError, NotebookError) as e:   # what a user can act on: one sentence, no traceback
         print(f"tl-fastai {args.command}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -20,14 +20,14 @@ from fastai.data.transforms import ColReader, IndexSplitter, get_image_files, In
 from fastai.vision.core import PILImage, TensorImage, image2tensor
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.torch_core import set_seed, default_device
-from .core import SPLIT_CSV, elpv_labels, save_fig, write_csv, write_json
+from .core import SPLIT_CSV, StateFileError, elpv_labels, read_json, save_fig, write_csv, write_json
 
 # %% auto #0
 __all__ = ['OFFLINE_SPECS', 'FASTAI_DATASETS', 'elpv_table', 'folder_table', 'fastai_table', 'scan_image', 'keep_readable',
            'parse_spec', 'load_source', 'open_rgb', 'stratified_subset', 'elpv_subset', 'split_rows', 'content_hash',
-           'prepare_split', 'channel_stats', 'dataset_stats', 'summary_table', 'default_augs', 'default_workers',
-           'ImageCache', 'image_cache', 'cached_images', 'get_dls', 'get_test_dl', 'plot_class_distribution',
-           'plot_samples', 'plot_sizes', 'plot_augmentations', 'explore']
+           'split_hash', 'read_split', 'prepare_split', 'channel_stats', 'dataset_stats', 'summary_table',
+           'default_augs', 'default_workers', 'ImageCache', 'image_cache', 'cached_images', 'get_dls', 'get_test_dl',
+           'plot_class_distribution', 'plot_samples', 'plot_sizes', 'plot_augmentations', 'explore']
 
 # %% ../nbs/00_data.ipynb #5e981f7f
 OFFLINE_SPECS = ('elpv', 'elpv4', 'folder:PATH')
@@ -39,7 +39,7 @@ def _table(root:Path, files, labels, **meta)->pd.DataFrame:
     df = pd.DataFrame(dict(path=[str(root/f) for f in files], file=files, label=[str(l) for l in labels], **meta))
     return df.sort_values('file', ignore_index=True)
 
-# %% ../nbs/00_data.ipynb #5257ffd5
+# %% ../nbs/00_data.ipynb #0d7bd241
 def elpv_table(n_classes:int=2, # 2: defective/functional at expert probability 0.5; 4: one class per probability
               )->pd.DataFrame:
     "ELPV as a source table with expert probability `proba` and `cell_type` columns."
@@ -49,7 +49,7 @@ def elpv_table(n_classes:int=2, # 2: defective/functional at expert probability 
     proba = raw.proba.round(4).values
     return _table(root, raw.file, elpv_labels(proba, n_classes), proba=proba, cell_type=raw.cell_type.values)
 
-# %% ../nbs/00_data.ipynb #b2661380
+# %% ../nbs/00_data.ipynb #6b5b8b1d
 def folder_table(path:str|Path, # ImageFolder-style root: one sub-folder per class, nested files allowed
                 )->pd.DataFrame:
     "Source table of an ImageFolder-style tree; the class is the first-level sub-folder."
@@ -62,7 +62,7 @@ def folder_table(path:str|Path, # ImageFolder-style root: one sub-folder per cla
         raise ValueError(f"No images found under {root}: put the images in one sub-folder per class, e.g. {root}/cats/001.jpg.")
     return _table(root, files, [f.relative_to(root).parts[0] for f in files])
 
-# %% ../nbs/00_data.ipynb #6ec8ebc2
+# %% ../nbs/00_data.ipynb #69e0d893
 def fastai_table(name:str, # a key of `FASTAI_DATASETS`, e.g. 'PETS' or 'IMAGENETTE_160'
                 )->pd.DataFrame:
     "Source table of a fastai `URLs` dataset, downloaded (once) with `untar_data`."
@@ -89,7 +89,7 @@ def scan_image(path:str, # image file
         return dict(width=0, height=0, mode='', bytes=os.path.getsize(path) if os.path.exists(path) else 0,
                     error=f"{type(e).__name__}: {e}".splitlines()[0][:200])
 
-# %% ../nbs/00_data.ipynb #7287d085
+# %% ../nbs/00_data.ipynb #9a1dbb87
 def keep_readable(df:pd.DataFrame, # source table
                   spec:str='', # dataset spec, for the error message
                  )->pd.DataFrame:
@@ -102,7 +102,7 @@ def keep_readable(df:pd.DataFrame, # source table
     if good.empty: raise ValueError(f"No readable images in dataset {spec!r}: check the files are PNG/JPEG images.")
     return good
 
-# %% ../nbs/00_data.ipynb #f8db41c4
+# %% ../nbs/00_data.ipynb #0b9a751d
 def parse_spec(spec:str)->tuple:
     "Split a dataset spec like 'folder:PATH' into (kind, argument)."
     kind, _, arg = spec.partition(':')
@@ -131,7 +131,7 @@ def open_rgb(path, # image file
         elif im.mode == 'P': im = im.convert('RGBA')
         return PILImage(im.convert('RGB'))
 
-# %% ../nbs/00_data.ipynb #0dcdedcd
+# %% ../nbs/00_data.ipynb #5aea1341
 def stratified_subset(df:pd.DataFrame, # source table
                       n_per_class:int=20, # images per class (a smaller class is kept whole)
                       seed:int=42, # which images
@@ -166,13 +166,18 @@ def split_rows(labels:pd.Series, # class label per row
         out[idx[:n_test]], out[idx[n_test:n_test+n_valid]], out[idx[n_test+n_valid:]] = 'test', 'valid', 'train'
     return out
 
-# %% ../nbs/00_data.ipynb #5b69b7b1
+# %% ../nbs/00_data.ipynb #2f5bbd54
+def _pairs_hash(a, b)->str: return hashlib.sha256('\n'.join(sorted(f'{x}\t{y}' for x, y in zip(a, b))).encode()).hexdigest()[:16]
+
 def content_hash(df:pd.DataFrame)->str:
     "SHA-256 of the sorted (file, label) pairs: what a split depends on."
-    rows = '\n'.join(sorted(f'{f}\t{l}' for f, l in zip(df.file, df.label)))
-    return hashlib.sha256(rows.encode()).hexdigest()[:16]
+    return _pairs_hash(df.file, df.label)
 
-# %% ../nbs/00_data.ipynb #7863a7dc
+def split_hash(df:pd.DataFrame)->str:
+    "SHA-256 of the sorted (file, split) pairs: the split itself."
+    return _pairs_hash(df.file, df.split)
+
+# %% ../nbs/00_data.ipynb #aa36f444
 def _refuse_changed(old:pd.DataFrame, df:pd.DataFrame, csv:Path):
     "Raise a clear error describing how the dataset under `csv` changed."
     o, n = dict(zip(old.file, old.label)), dict(zip(df.file, df.label))
@@ -181,6 +186,20 @@ def _refuse_changed(old:pd.DataFrame, df:pd.DataFrame, csv:Path):
     raise ValueError(f"{csv} was made from a different dataset (hash {content_hash(old)} vs {content_hash(df)}: "
                      f"{added} added, {removed} removed, {relabelled} relabelled); to re-split, use a new --out folder "
                      f"or move {csv.parent} away (its runs used the old split).")
+
+def read_split(csv:Path)->pd.DataFrame:
+    "The split table in `csv`, refused with one sentence naming it if it is damaged or was edited since it was made."
+    fix = f"restore it from a copy, or move {csv.parent} away to make a new split (the runs in it used this one)"
+    try: old = pd.read_csv(csv, dtype={'file': str, 'label': str, 'split': str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise StateFileError(f"{csv} is damaged ({type(e).__name__}): {fix}.") from None
+    if missing := {'file', 'label', 'split'} - set(old.columns): raise StateFileError(f"{csv} has no column {sorted(missing)}: {fix}.")
+    if bad := set(old.split) - {'train', 'valid', 'test'}:
+        raise StateFileError(f"{csv} holds split values {sorted(map(str, bad))} besides train, valid and test: {fix}.")
+    made = read_json(csv.with_suffix('.json'), missing={}, fix=f"delete it (it is rebuilt from {csv.name})")
+    if made.get('split_hash', split_hash(old)) != split_hash(old) or old.file.duplicated().any():
+        raise StateFileError(f"{csv} was edited since it was made (files moved between train, valid and test, or repeated): {fix}.")
+    return old
 
 def prepare_split(df:pd.DataFrame, # source table (`load_source`)
                   out:str|Path='saved_models', # folder that holds split.csv
@@ -192,12 +211,14 @@ def prepare_split(df:pd.DataFrame, # source table (`load_source`)
     csv = Path(out)/SPLIT_CSV
     meta = [c for c in df.columns if c not in ('path', 'file', 'label', 'width', 'height', 'mode', 'bytes')]
     if csv.exists():
-        old = pd.read_csv(csv, dtype={'file': str, 'label': str})
+        old = read_split(csv)
         if content_hash(old) != content_hash(df): _refuse_changed(old, df, csv)
-        return df.merge(old[['file', 'split']], on='file', validate='one_to_one')
-    df = df.sort_values('file', ignore_index=True)
-    df = df.assign(split=split_rows(df.label, valid_pct, test_pct, seed))
-    write_csv(df[['file', 'label', 'split'] + meta], csv, index=False)
+        df = df.merge(old[['file', 'split']], on='file', validate='one_to_one')
+    else:
+        df = df.sort_values('file', ignore_index=True)
+        df = df.assign(split=split_rows(df.label, valid_pct, test_pct, seed))
+        write_csv(df[['file', 'label', 'split'] + meta], csv, index=False)
+    write_json(dict(content_hash=content_hash(df), split_hash=split_hash(df)), csv.with_suffix('.json'))
     return df
 
 # %% ../nbs/00_data.ipynb #6b4da295
@@ -212,7 +233,7 @@ def channel_stats(paths, # image files
     mean = s/n
     return tuple(mean.round(4).tolist()), tuple(np.sqrt(s2/n - mean**2).round(4).tolist())
 
-# %% ../nbs/00_data.ipynb #f7601414
+# %% ../nbs/00_data.ipynb #94a36f86
 def dataset_stats(df:pd.DataFrame, # split table with scan columns (`load_source` + `prepare_split`)
                   spec:str='', # the dataset spec, recorded
                  )->dict:
@@ -228,7 +249,7 @@ def dataset_stats(df:pd.DataFrame, # split table with scan columns (`load_source
                 train_mean=mean, train_std=std, content_hash=content_hash(df),
                 unreadable=df.attrs.get('unreadable', {}))
 
-# %% ../nbs/00_data.ipynb #6611a48b
+# %% ../nbs/00_data.ipynb #40d5dc66
 def summary_table(df:pd.DataFrame)->pd.DataFrame:
     "Images per class and split, with totals and shares."
     ct = pd.crosstab(df.label, df.split, margins=True, margins_name='total')
@@ -243,12 +264,12 @@ def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentation
         return dict(do_flip=True, flip_vert=True, max_rotate=0., max_zoom=1.05, max_lighting=0.3, max_warp=0.)
     return {}
 
-# %% ../nbs/00_data.ipynb #2b4d8d0f
+# %% ../nbs/00_data.ipynb #0fc8850b
 def default_workers()->int:
     "DataLoader workers when images are decoded every epoch: none on CPU (the model is the bottleneck), up to 8 beside a GPU."
     return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
-# %% ../nbs/00_data.ipynb #153a1723
+# %% ../nbs/00_data.ipynb #cc630747
 class ImageCache:
     "Images opened as RGB, resized to `px` (centre crop) and kept as uint8 tensors on `device`, keyed by path."
     def __init__(self, px:int, device='cpu', keep:bool=True):
@@ -274,7 +295,7 @@ class ImageCache:
         free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == 'cuda' else psutil.virtual_memory().available
         return n*3*self.px**2 < share*free
 
-# %% ../nbs/00_data.ipynb #d002115b
+# %% ../nbs/00_data.ipynb #6d472c16
 @lru_cache(maxsize=2)
 def image_cache(px:int, device:torch.device=torch.device('cpu'))->ImageCache:
     "The process-wide cache of images at `px` on `device` (the last two kept)."
@@ -291,7 +312,7 @@ def cached_images(paths, # images to decode and keep
         c = image_cache(px, dev)
         if c.fits(len(set(paths) - set(c.store)), share): return c.fill(paths)
 
-# %% ../nbs/00_data.ipynb #79efaf36
+# %% ../nbs/00_data.ipynb #bf84ea29
 def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             size:int=128, # final training size (square)
             bs:int=32, # batch size
@@ -319,7 +340,7 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
     return block.dataloaders(df, bs=bs, num_workers=workers, device=device,
                              pin_memory=device.type == 'cuda' and images.device.type == 'cpu')
 
-# %% ../nbs/00_data.ipynb #967259eb
+# %% ../nbs/00_data.ipynb #a0c49e85
 def get_test_dl(dls, # DataLoaders from `get_dls`
                 df:pd.DataFrame, # split table: its 'test' rows are used, in order
                ):
@@ -335,7 +356,7 @@ def plot_class_distribution(df:pd.DataFrame, save_to=None):
     ax.set(xlabel='', ylabel='images', title='Class distribution')
     return save_fig(ax.figure, save_to)
 
-# %% ../nbs/00_data.ipynb #7f53e950
+# %% ../nbs/00_data.ipynb #600e6953
 def _caption(row)->str:
     "Short caption of a table row: label and ELPV metadata where present."
     extra = f" p={row.proba:.2f} {row.cell_type}" if 'proba' in row and 'cell_type' in row else ''
@@ -354,14 +375,14 @@ def plot_samples(df:pd.DataFrame, n:int=6, seed:int=0, save_to=None):
     fig.suptitle('Samples per class', fontsize=10)
     return save_fig(fig, save_to)
 
-# %% ../nbs/00_data.ipynb #bb9c4c4b
+# %% ../nbs/00_data.ipynb #8360f2cb
 def plot_sizes(df:pd.DataFrame, save_to=None):
     "Histograms of image width and height."
     fig, axs = plt.subplots(1, 2, figsize=(7, 2.6))
     for ax, col in zip(axs, ('width', 'height')): ax.hist(df[col], bins=30); ax.set(title=f'image {col} (px)', ylabel='images')
     return save_fig(fig, save_to)
 
-# %% ../nbs/00_data.ipynb #fb476671
+# %% ../nbs/00_data.ipynb #c8c7ddf4
 def plot_augmentations(dls, n:int=8, save_to=None):
     "One training image under `n` random draws of the training augmentations."
     fig, axs = plt.subplots(1, n, figsize=(n*1.6, 2))
@@ -377,12 +398,15 @@ def explore(spec:str='elpv', # dataset spec
             figures:bool=True, # also write the exploration figures
            )->tuple:
     "Split table and statistics of a dataset; writes split.csv, data_stats.json and figures under `out`."
-    out = Path(out)
+    out, figs = Path(out), Path(out)/'figures'
     df = prepare_split(load_source(spec) if df is None else keep_readable(df, spec), out, seed=seed)
-    stats = dataset_stats(df, spec)
-    write_json(stats, out/'data_stats.json')
-    if figures:
-        figs = out/'figures'
+    stats = read_json(out/'data_stats.json', missing={}, fix='delete it, it is computed again')
+    if (stats.get('content_hash'), stats.get('dataset')) != (content_hash(df), spec):
+        stats = dataset_stats(df, spec)
+        write_json(stats, out/'data_stats.json')
+        for f in figs.glob('*.png') if figs.exists() else (): f.unlink()       # figures of other data
+    names = ('class_distribution.png', 'samples.png', 'image_sizes.png', 'augmentations.png')
+    if figures and not all((figs/n).exists() for n in names):
         plot_class_distribution(df, figs/'class_distribution.png'); plot_samples(df, save_to=figs/'samples.png')
         plot_sizes(df, save_to=figs/'image_sizes.png')
         plot_augmentations(get_dls(df, size=128, bs=8, augs=default_augs(spec), cache=False), save_to=figs/'augmentations.png')

@@ -18,9 +18,9 @@ from .study import runs_table
 
 # %% auto #0
 __all__ = ['FIT_WORDS', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table', 'data_table', 'split_table',
-           'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'tuning_text', 'scratch_text',
-           'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls', 'comparison_text',
-           'conclusion_text', 'repro_text', 'model_choice_table']
+           'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'plan_text', 'tuning_text',
+           'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
+           'comparison_text', 'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -33,13 +33,13 @@ def variant_names(res:dict)->list:
     "Names of the three tuned variants, in sweep order."
     return [n for n in res['runs'] if is_variant(n)]
 
-# %% ../nbs/06_report.ipynb #66fbbcab
+# %% ../nbs/06_report.ipynb #6884df09
 def config_table(res:dict, names:list|None=None)->pd.DataFrame:
     "Every hyperparameter of each run (one column per run)."
     return pd.DataFrame({n: {k: json.dumps(v) if isinstance(v, dict) else v for k, v in res['runs'][n]['config'].items()}
                          for n in names or res['runs']})
 
-# %% ../nbs/06_report.ipynb #701a6c80
+# %% ../nbs/06_report.ipynb #cff27d9f
 def data_table(res:dict)->pd.DataFrame:
     "The dataset's statistics as one column: size, classes, balance, image sizes, modes, normalisation."
     d = res['data']
@@ -52,7 +52,7 @@ def data_table(res:dict)->pd.DataFrame:
              'unreadable files left out': len(d['unreadable'])}
     return pd.DataFrame({'value': [str(v) for v in facts.values()]}, index=pd.Index(facts, name='statistic'))
 
-# %% ../nbs/06_report.ipynb #7e653bfe
+# %% ../nbs/06_report.ipynb #25b86960
 def split_table(res:dict)->pd.DataFrame:
     "Images per class in each split, with the split's share of the dataset."
     sc = res['data']['split_counts']
@@ -82,7 +82,7 @@ def fit_text(f:dict, # a run's `fit_facts`
             f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
             f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f)}.")
 
-# %% ../nbs/06_report.ipynb #74e563a3
+# %% ../nbs/06_report.ipynb #55d9ed37
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
                 )->str:
     "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, significance."
@@ -108,7 +108,7 @@ def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accurac
         parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; the reference lies {ci})")
     return ("Against published ELPV results (other splits and protocols, so a rough yardstick): " + '; '.join(parts) + '.')
 
-# %% ../nbs/06_report.ipynb #a5253c36
+# %% ../nbs/06_report.ipynb #59857052
 def baseline_text(res:dict, # study.json content
                  )->str:
     "Results of the pretrained baseline: best epoch, valid vs test scores, fitting, published references."
@@ -121,7 +121,7 @@ def baseline_text(res:dict, # study.json content
           f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_text(f)}")
     return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
 
-# %% ../nbs/06_report.ipynb #35e777c4
+# %% ../nbs/06_report.ipynb #7ea31306
 def lr_text(res:dict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
     e = res.get('lr_find')
@@ -133,6 +133,22 @@ def lr_text(res:dict)->str:
             f"steepest useful descent) and {e['slide']:.1e} (*slide*: the last rate before the loss takes off). The baseline uses "
             f"{e['lr']:g}, {where}; the finder only sees the new head's first steps, so the sweep in section 4 tests a decade "
             "on each side with full training runs.")
+
+# %% ../nbs/06_report.ipynb #59175a61
+def plan_text(res:dict)->str:
+    "How many epochs every run trained and why: the configured number, or the time budget's choice and its evidence."
+    p, n = res['plan'], res['plan']['epochs']
+    if p['limited_by'] == 'fixed': return f"**Epochs.** Every run trained for {n} epochs, as configured."
+    s = (f"**Epochs.** Every run trained for {n} epochs. The study measured its training steps on this machine and estimated "
+         f"{p['est_epoch_min']:.1f} minutes per epoch of all five runs, {p['est_total_min']:.0f} minutes in all against a "
+         f"{p['budget_min']:g}-minute budget: ")
+    s += {'preset': f"the preset's {p['preset_epochs']} epochs fit.",
+          'budget': f"the preset's {p['preset_epochs']} epochs did not fit, {n} did.",
+          'floor': f"not even the minimum of {p['floor']} fits, so the study ran over its budget rather than train fewer."}[p['limited_by']]
+    if p.get('checked'):
+        s += f" The first epoch took {p['measured_ratio']:.2f} times its estimate" + (
+            f", so the plan was made again (it had {p['replanned_from']} epochs)." if 'replanned_from' in p else ", which confirmed it.")
+    return s
 
 # %% ../nbs/06_report.ipynb #71ae71d1
 def tuning_text(res:dict)->str:
@@ -196,7 +212,7 @@ def case_caption(row, # a row of gradcam_cases.csv
     where = ', '.join(f"{h:.0%} on the {k.replace('_', ' ')} ({a:.0%} of the area)" for k, h, a in _regions(row))
     return s + f" Heat: {where}; peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
 
-# %% ../nbs/06_report.ipynb #174c8b40
+# %% ../nbs/06_report.ipynb #3593d357
 def case_analysis(row, # a misclassified row of gradcam_cases.csv
                   over:float=1.5, # heat share / area share from which a region counts as over-weighted
                  )->str:
@@ -210,15 +226,15 @@ def case_analysis(row, # a misclassified row of gradcam_cases.csv
              "Near the decision boundary: the image looks like both classes to the model.")
     if row['map_empty']:
         return ' '.join(s + ["The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on weak, diffuse cues."])
-    drives = row['drop_top'] > max(row['drop_random'], 0)
-    s.append(f"Masking the hottest pixels drops p(pred) by {row['drop_top']:.3f} vs {row['drop_random']:.3f} for random pixels: "
-             + ("the highlighted region is what drives this wrong decision." if drives
+    s.append(f"Removing the map's most relevant pixels (filled in from their neighbours) lowers p(pred) by {row['morf_cam']:.3f}, "
+             f"its ROAD score is {row['road_cam']:+.3f} against {row['road_random']:+.3f} for random maps of the same smoothness: "
+             + ("the highlighted region is what drives this wrong decision." if row['road_faithful']
                 else "the map does not single out what drives the decision."))
     heavy = [f"{k.replace('_', ' ')} ({h:.0%} of the heat on {a:.0%} of the area)" for k, h, a in _regions(row) if a and h/a >= over]
     if heavy: s.append("Heat is over-weighted on the " + ', '.join(heavy) + ", a sign of relying on that structure rather than the defect.")
     return ' '.join(s)
 
-# %% ../nbs/06_report.ipynb #16861cd5
+# %% ../nbs/06_report.ipynb #83ac96d6
 def error_tables(res:dict, out:Path)->dict:
     "The explained model's test errors by expert probability and by cell type (only the tables the data supports)."
     tp = pd.read_csv(Path(out)/TEST_PREDICTIONS)
@@ -231,12 +247,14 @@ def error_tables(res:dict, out:Path)->dict:
 # %% ../nbs/06_report.ipynb #91c573c2
 def gradcam_text(res:dict, out:Path)->str:
     "Grad-CAM observations: cases, error kinds, faithfulness, where heat concentrates, error patterns by metadata."
-    g = res['gradcam']
+    g = res['gradcam']; r = g['road']
     kinds = ', '.join(f"{n} {k}" for k, n in g['error_kinds'].items())
     p1 = (f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified ({kinds or 'none'}). "
-          f"Masking each map's hottest pixels drops the predicted class's probability by {g['drop_top']:.3f} on average against "
-          f"{g['drop_random']:.3f} for as many random pixels: " + ("the maps point at evidence the model actually uses." if g['faithful']
-          else "the maps are not more faithful than chance here, so read them with care."))
+          f"ROAD (remove the most or the least relevant pixels, fill them in from their neighbours) scores the maps "
+          f"{r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps of the same smoothness; Grad-CAM is "
+          f"better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
+          + ("the maps point at evidence the model actually uses." if g['faithful']
+             else "that is not enough to call the maps more faithful than chance here, so read them with care."))
     heat = sorted(g['heat'].items(), key=lambda kv: -kv[1]['ratio'])
     if heat and heat[0][1]['ratio'] < 1.1: p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
     elif heat:
@@ -253,7 +271,7 @@ def gradcam_text(res:dict, out:Path)->str:
                                                   for v, r in tabs['cell type'].iterrows()) + '.')
     return p1 + ("\n\n" + ' '.join(parts) if parts else '')
 
-# %% ../nbs/06_report.ipynb #5e080f50
+# %% ../nbs/06_report.ipynb #c16f103a
 def class_recalls(res:dict, name:str)->dict:
     "{class: test recall} of one run."
     t = res['runs'][name]['test']
@@ -278,7 +296,7 @@ def comparison_text(res:dict)->str:
             f"each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} ({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
             f"{compare_text(res['comparisons']['tuning'])} {compare_text(res['comparisons']['transfer'])}")
 
-# %% ../nbs/06_report.ipynb #42e8dc0e
+# %% ../nbs/06_report.ipynb #9007d015
 def conclusion_text(res:dict, out:Path)->str:
     "Key findings and next steps chosen from the facts: resolution, epochs, class weights, labels, test-time augmentation."
     tab = runs_table(res).sort_values(['test acc', 'test F1'], ascending=False)

@@ -6,29 +6,33 @@ Docs: https://tl-fastai.github.io/tl_fastai/study.html.md"""
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import dataclasses, functools, os, tempfile, time
+import contextlib, dataclasses, functools, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from unittest import mock
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
+from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.schedule import valley, slide
 from fastai.torch_core import rank_distrib, set_seed
-from .core import (BASELINE, BEST_CKPT, GRADCAM_CASES, HISTORY, PLAN_JSON, RUN_JSON, SCRATCH, STUDY_JSON,
-                            TEST_METRICS, TEST_PREDICTIONS, autocast, is_variant, read_json, save_fig, write_csv, write_json)
+from .core import (BASELINE, BEST_CKPT, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST_METRICS,
+                            TEST_PREDICTIONS, DiskFullError, StateFileError, free_mb, is_variant, read_json, save_fig,
+                            study_lock, write_csv, write_json)
 from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
-from .train import (OPTIMIZERS, RunConfig, train_run, load_checkpoint, sweep_configs, best_variant, environment,
-                             freeze_stages, main_first, build_learner, norm_for)
+from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant, environment,
+                             main_first, is_ddp, build_learner, norm_for, run_state, read_history)
 from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, plot_curves, plot_sweep,
                                 plot_confusions, plot_metric_bars)
 from .models import create_model
-from .gradcam import grad_cam, select_cases, case_facts, cam_figure, deletion_check, heat_summary
+from .gradcam import grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary
 
 # %% auto #0
-__all__ = ['PRESETS', 'EPOCH_OVERHEAD', 'StudyConfig', 'run_configs', 'source_table', 'step_seconds', 'plan_table', 'fit_budget',
-           'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all', 'case_table', 'comparisons', 'study_figures',
-           'explain_cases', 'gradcam_summary', 'check_writable', 'runs_table', 'run_study']
+__all__ = ['PRESETS', 'EPOCH_OVERHEAD', 'MIN_EPOCHS', 'REPLAN_MARGIN', 'StudyConfig', 'run_configs', 'source_table', 'StepTimer',
+           'step_seconds', 'plan_table', 'budget_plan', 'fit_budget', 'planned_epochs', 'replanned', 'epochs_line',
+           'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all',
+           'case_table', 'comparisons', 'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb',
+           'check_space', 'check_writable', 'runs_table', 'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
@@ -67,7 +71,7 @@ class StudyConfig:
         if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
 
-# %% ../nbs/05_study.ipynb #32abaf7f
+# %% ../nbs/05_study.ipynb #51db6cc8
 def run_configs(sc:StudyConfig)->dict:
     "{run name: RunConfig} of the study, in training order: baseline, the three variants, the scratch CNN."
     sc = sc.resolved()
@@ -76,65 +80,147 @@ def run_configs(sc:StudyConfig)->dict:
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
     return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
 
-# %% ../nbs/05_study.ipynb #7f6259a7
+# %% ../nbs/05_study.ipynb #4d4f7ebb
 def source_table(sc:StudyConfig)->pd.DataFrame|None:
     "The subset the preset asks for (`n_per_class` images of each class), or None to load the whole dataset."
     if sc.n_per_class is None: return None
     return stratified_subset(load_source(sc.dataset, scan=False), sc.n_per_class, sc.seed)
 
 # %% ../nbs/05_study.ipynb #5e0f42ed
-@functools.lru_cache(maxsize=None)
-def step_seconds(arch:str, size:int, bs:int, # what a step's time depends on
-                 keep_frozen:int=0, # leading stages without gradients
-                 steps:int=2, # timed training steps (after one warm-up step)
-                )->float:
-    "Measured seconds of one training step (forward, backward, update) on this machine, channels-last as in training (cached)."
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    m = create_model(arch, 2, pretrained=False).to(dev).train().to(memory_format=torch.channels_last)
-    freeze_stages(m, keep_frozen)
-    opt = OPTIMIZERS['adam']([[p for p in m.parameters() if p.requires_grad]], lr=1e-4)
-    x, y = torch.randn(bs, 3, size, size, device=dev), torch.randint(0, 2, (bs,), device=dev)
-    with autocast(dev):
-        for i in range(steps + 1):
-            if i == 1: t = time.perf_counter()
-            torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step(); opt.zero_grad()
-    if dev == 'cuda': torch.cuda.synchronize()
-    return (time.perf_counter() - t)/steps
+class StepTimer(Callback):
+    "Times between consecutive training batches (data loading included); skips validation, stops the fit after `n + 1` batches."
+    order = 100  # after every other callback
+    def __init__(self, n:int): self.n, self.times = n, []
+    def before_validate(self): raise CancelValidException()
+    def after_batch(self):
+        if not self.training: return
+        if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
+        self.times.append(time.perf_counter())
+        if len(self.times) > self.n: raise CancelFitException()
 
-# %% ../nbs/05_study.ipynb #b33e7c42
-def _finished(run_dir:Path)->bool: return (read_json(run_dir/RUN_JSON) or {}).get('finished', False)
+_STEP_TIMES = {}
+
+def step_seconds(cfg:RunConfig, # the run whose training step is timed
+                 df:pd.DataFrame, # split table
+                 steps:int=6, # timed batches (after one that starts the loader)
+                )->float:
+    "Median seconds of one training step of `cfg` on this machine, data loading included; measured once per architecture and shape."
+    kept = cfg.keep_frozen if cfg.transfer else 0
+    key = (cfg.arch, cfg.pretrained, cfg.size, cfg.bs, kept, repr(cfg.augs))
+    if key not in _STEP_TIMES:
+        timer = StepTimer(steps)
+        learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, augs=cfg.augs, seed=cfg.seed), cbs=timer)
+        learn.unfreeze()
+        with learn.no_bar(), learn.no_logging(): learn.fit(steps//len(learn.dls.train) + 2, 1e-5)
+        _STEP_TIMES[key] = float(np.median(np.diff(timer.times)))
+    return _STEP_TIMES[key]
+
+# %% ../nbs/05_study.ipynb #3b516ffb
+def _finished(run_dir:Path)->bool: return (run_state(run_dir) or {}).get('finished', False)
 
 def plan_table(configs:dict, # {run name: RunConfig}
-               n_train:int, n_valid:int, # images per epoch
+               df:pd.DataFrame, # split table
                out:Path, # study folder: finished runs cost nothing
                force:bool=False, # finished runs will be retrained
               )->pd.DataFrame:
     "One row per run: architecture, epochs, status and estimated minutes."
-    rows = []
+    rows, n_train, n_valid = [], (df.split == 'train').sum(), (df.split == 'valid').sum()
     for name, c in configs.items():
         done = not force and _finished(out/name)
-        kept = c.keep_frozen if c.transfer else 0
-        epoch_s = 0 if done else step_seconds(c.arch, c.size, c.bs, kept)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
+        epoch_s = 0 if done else step_seconds(c, df)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
         rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs, frozen=c.freeze_epochs if c.transfer else 0,
-                         kept_frozen=kept, lr=c.lr, status='done' if done else 'to train', epoch_min=round(epoch_s/60, 2),
-                         est_min=round(epoch_s*c.epochs/60, 1)))
+                         kept_frozen=c.keep_frozen if c.transfer else 0, lr=c.lr, status='done' if done else 'to train',
+                         epoch_min=round(epoch_s/60, 3), est_min=round(epoch_s*c.epochs/60, 1)))
     return pd.DataFrame(rows).set_index('run')
 
 # %% ../nbs/05_study.ipynb #874c9df8
 EPOCH_OVERHEAD = 1.1   # an epoch on 2 CPU cores with cached images took 1.03x its timed steps; the rest is margin
+MIN_EPOCHS = 5         # the brief's range is 5 to 15 epochs
 
+def budget_plan(preset_epochs:int, # the most epochs (the preset's)
+                freeze_epochs:int, # frozen-body epochs of the pretrained runs
+                budget_min:float, # minutes the training of every run may take
+                epoch_min:float, # estimated minutes of one epoch of every run together
+               )->dict:
+    "The facts of the epoch choice: the epochs, the estimate behind them and what limited them (preset, budget or floor)."
+    floor, epoch_min = min(preset_epochs, max(MIN_EPOCHS, freeze_epochs + 2)), float(epoch_min)
+    fit = int(budget_min // epoch_min)
+    epochs = max(floor, min(preset_epochs, fit))
+    return dict(epochs=epochs, preset_epochs=preset_epochs, floor=floor, budget_min=budget_min, est_epoch_min=round(epoch_min, 3),
+                est_total_min=round(epochs*epoch_min, 1), limited_by='preset' if fit >= preset_epochs else 'budget' if fit >= floor
+                else 'floor', over_budget=epochs*epoch_min > budget_min)
+
+# %% ../nbs/05_study.ipynb #385b1028
 def fit_budget(sc:StudyConfig, # resolved
-               n_train:int, n_valid:int, # images per epoch
+               df:pd.DataFrame, # split table
                out:Path, # study folder: the choice is kept in out/plan.json
               )->StudyConfig:
-    "`sc` with the most epochs (at most its own, at least `freeze_epochs + 2`) whose estimated training fits `sc.budget_min`."
+    "`sc` with the epochs of its budget plan (`budget_plan`), made once per study folder and kept in plan.json."
     f = out/PLAN_JSON
     if not sc.budget_min: return sc
-    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=read_json(f)['epochs'], budget_min=None)
-    epoch_min = EPOCH_OVERHEAD*plan_table(run_configs(sc), n_train, n_valid, out, force=True).epoch_min.sum()
-    epochs = int(min(sc.epochs, max(sc.freeze_epochs + 2, sc.budget_min // epoch_min)))
-    write_json(dict(epochs=epochs, preset_epochs=sc.epochs, budget_min=sc.budget_min, est_epoch_min=epoch_min), f)
-    return dataclasses.replace(sc, epochs=epochs, budget_min=None)
+    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=planned_epochs(out), budget_min=None)
+    pt = plan_table(run_configs(sc), df, out, force=True)
+    plan = budget_plan(sc.epochs, sc.freeze_epochs, sc.budget_min, EPOCH_OVERHEAD*pt.epoch_min.sum())
+    write_json(dict(plan, first_epoch_min=EPOCH_OVERHEAD*pt.epoch_min.iloc[0]), f)
+    return dataclasses.replace(sc, epochs=plan['epochs'], budget_min=None)
+
+def planned_epochs(out:Path)->int:
+    "The epochs plan.json fixed for the study; if it is damaged, rebuilt from the runs already trained (refused if there are none)."
+    f = out/PLAN_JSON
+    try: return read_json(f)['epochs']
+    except StateFileError as e:
+        trained = sorted(out.glob(f'*/{CKPT}'))
+        if not trained: raise StateFileError(f"{e} The study has no trained run yet, so deleting it loses nothing.") from None
+        epochs = read_checkpoint(trained[0])['epochs']
+        write_json(dict(epochs=epochs, rebuilt_from=str(trained[0])), f)
+        warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
+        return epochs
+
+# %% ../nbs/05_study.ipynb #7073121d
+REPLAN_MARGIN = 0.25
+
+def replanned(plan:dict, # plan.json's facts (`budget_plan` with the estimated `first_epoch_min`)
+              ratio:float, # measured / estimated minutes of the first epoch
+              freeze_epochs:int, # frozen-body epochs of the pretrained runs
+             )->dict:
+    "`plan`, checked against the first epoch: made again with every estimate times `ratio` if that is more than REPLAN_MARGIN off."
+    checked = dict(checked=True, measured_ratio=round(ratio, 3))
+    if abs(np.log(ratio)) <= np.log(1 + REPLAN_MARGIN): return dict(plan, **checked)
+    return dict(budget_plan(plan['preset_epochs'], freeze_epochs, plan['budget_min'], plan['est_epoch_min']*ratio),
+                first_epoch_min=plan['first_epoch_min']*ratio, replanned_from=plan['epochs'], **checked)
+
+def epochs_line(plan:dict)->str:
+    "One log line: the epochs every run trains, and why."
+    if plan['limited_by'] == 'fixed': return f"Epochs: {plan['epochs']} per run, as configured."
+    why = {'preset': "the preset's maximum, within", 'budget': 'the most that fit', 'floor': 'the minimum, over'}[plan['limited_by']]
+    checked = (f"; first epoch took {plan['measured_ratio']:.2f}x its estimate" if plan.get('checked') else '') + \
+              (f", re-planned from {plan['replanned_from']}" if 'replanned_from' in plan else '')
+    return (f"Epochs: {plan['epochs']} per run ({why} the {plan['budget_min']:g}-minute training budget: estimated "
+            f"{plan['est_total_min']:g} min{checked}).")
+
+class _FirstEpoch(Exception): pass
+
+class StopAfterFirstEpoch(Callback):
+    "Stop a run once its first epoch is checkpointed."
+    order = 70  # after the epoch logger
+    def after_epoch(self):
+        if self.epoch_logger.history: raise _FirstEpoch('first epoch checkpointed')
+
+def check_plan(sc:StudyConfig, # resolved, with the planned epochs
+               configs:dict, # {run name: RunConfig}
+               df:pd.DataFrame, # split table
+               out:Path, # study folder with a fresh plan.json
+               quiet:bool=False, # no progress output
+              )->StudyConfig:
+    "Train the first run's first epoch and check the plan against it (`replanned`); restart that run if its epochs change."
+    (name, cfg), f = next(iter(configs.items())), out/PLAN_JSON
+    plan = read_json(f)
+    try: train_run(cfg, df, out/name, quiet=quiet, cbs=[StopAfterFirstEpoch()])
+    except _FirstEpoch: pass
+    new = replanned(plan, read_history(out/name).time_s.iloc[0]/60/plan['first_epoch_min'], cfg.freeze_epochs)
+    if new['epochs'] != plan['epochs']: shutil.rmtree(out/name)
+    write_json(new, f)
+    return dataclasses.replace(sc, epochs=new['epochs'])
 
 # %% ../nbs/05_study.ipynb #e7f379e7
 def lr_evidence(cfg:RunConfig, # the baseline
@@ -144,7 +230,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
                )->dict:
     "fastai's lr finder on the baseline's first phase: suggestions in out/lr_find.json, plot in out/figures/lr_find.png (cached)."
     f = out/'lr_find.json'
-    if f.exists(): return read_json(f)
+    if f.exists(): return read_json(f, fix='delete it and run the study again, the lr finder runs again')
     stats = norm_for(cfg, df)
     set_seed(cfg.seed)
     learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed))
@@ -159,7 +245,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
     write_json(res, f)
     return res
 
-# %% ../nbs/05_study.ipynb #bac67524
+# %% ../nbs/05_study.ipynb #207dd30d
 def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, quiet:bool=False)->dict:
     "Train (resume, skip) every run in order; {name: run.json content}."
     runs = {}
@@ -179,20 +265,20 @@ def run_predictions(run_dir:Path, # a trained run
                    )->dict:
     "Class probabilities of the run's best checkpoint on the test and validation rows, in table order, and its size."
     model, meta = load_checkpoint(run_dir/BEST_CKPT, classes=sorted(df.label.unique()))
-    dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=False)
+    dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'])
     model.to(dls.device, memory_format=torch.channels_last)
     (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df)), predict(model, dls.valid)
     return dict(test=pt, valid=pv, y_test=yt, y_valid=yv, classes=meta['classes'], best_epoch=meta['epoch'], meta=meta,
                 params=sum(p.numel() for p in model.parameters()))
 
-# %% ../nbs/05_study.ipynb #64ea514c
+# %% ../nbs/05_study.ipynb #7f5a7aa7
 def evaluate_all(runs:dict, df:pd.DataFrame, out:Path)->tuple:
     "Test results {name: test_metrics} and predictions of every run."
     preds = {name: run_predictions(out/name, df) for name in runs}
     results = {n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in preds.items()}
     return results, preds
 
-# %% ../nbs/05_study.ipynb #44579bd2
+# %% ../nbs/05_study.ipynb #5091e498
 def case_table(df:pd.DataFrame, # rows of one split, in prediction order
                probs:np.ndarray, # (N, C) probabilities
                classes:list)->pd.DataFrame:
@@ -200,7 +286,7 @@ def case_table(df:pd.DataFrame, # rows of one split, in prediction order
     y = df.label.map({c: i for i, c in enumerate(classes)}).values
     return df.assign(pred=np.array(classes)[probs.argmax(1)], prob=probs.max(1), p_true=probs[np.arange(len(y)), y])
 
-# %% ../nbs/05_study.ipynb #690712d8
+# %% ../nbs/05_study.ipynb #0e44ee4d
 def comparisons(results:dict, # test results {name: test_metrics}
                 runs:dict, # {name: run.json content}
                 best:str, # the best variant
@@ -210,10 +296,10 @@ def comparisons(results:dict, # test results {name: test_metrics}
     pre = max([BASELINE, best], key=lambda n: runs[n]['best'][monitor])
     return {'tuning': compare(best, BASELINE, results), 'transfer': compare(pre, SCRATCH, results)}
 
-# %% ../nbs/05_study.ipynb #93d706cf
+# %% ../nbs/05_study.ipynb #9170a0b6
 def study_figures(runs:dict, results:dict, table:pd.DataFrame, out:Path, param:str):
     "Curves of all runs, the sweep, confusion matrices and metric bars, as PNGs under out/figures."
-    hist = {n: pd.read_csv(out/n/HISTORY) for n in runs}
+    hist = {n: read_history(out/n) for n in runs}
     figs = out/'figures'
     plot_curves(hist, save_to=figs/'training_curves.png')
     plot_sweep({n: h for n, h in hist.items() if is_variant(n)}, param, save_to=figs/'sweep.png')
@@ -229,7 +315,7 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
                  )->pd.DataFrame:
     "`cases` with their heat facts, faithfulness numbers and a figure file per case."
     model, meta = load_checkpoint(run_dir/BEST_CKPT)
-    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=False, device='cpu')
+    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'], device='cpu')
     x, _ = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()
     x = torch.as_tensor(x).cpu()
     target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
@@ -237,20 +323,38 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
     files = [f"case_{i+1:02d}_{k.split(' (')[0].replace(' ', '_')}.png" for i, k in enumerate(cases.kind)]
     for i, f in enumerate(files): cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f)
     cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
-    return case_facts(cams, x, cases).assign(figure=files, **deletion_check(model, x, cams, target=target))
+    return case_facts(cams, x, cases).assign(figure=files, **road_check(model, x, cams, target=target))
 
-# %% ../nbs/05_study.ipynb #52f1d370
+# %% ../nbs/05_study.ipynb #ecd2470f
 def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result
                     run:str, # the explained run
                    )->dict:
     "Facts of the explained cases for study.json: counts, error kinds, faithfulness, where the heat lies."
     err = cases[cases.label != cases.pred]
-    dt, dr = float(cases.drop_top.mean()), float(cases.drop_random.mean())
+    road = road_summary(cases)
     return dict(run=run, n_cases=len(cases), n_errors=len(err), error_kinds={k: int(v) for k, v in err.kind.value_counts().items()},
-                drop_top=dt, drop_random=dr, faithful=dt > max(dr, 0.), empty_maps=int(cases.map_empty.sum()),
-                heat=heat_summary(cases).to_dict('index'))
+                road=road, faithful=road['faithful'], empty_maps=int(cases.map_empty.sum()), heat=heat_summary(cases).to_dict('index'))
 
 # %% ../nbs/05_study.ipynb #1b2272a0
+@functools.lru_cache(maxsize=None)
+def _n_params(arch:str, n_out:int)->int: return sum(p.numel() for p in create_model(arch, n_out, pretrained=False).parameters())
+
+def space_needed_mb(configs:dict, # {run name: RunConfig}
+                    n_classes:int, # classes of the data
+                    out:Path, # study folder: finished runs need nothing more
+                    force:bool=False, # finished runs will be retrained
+                   )->float:
+    "Megabytes the runs still to train will write: 4 fp32 copies of each model's weights, room for one more while a checkpoint is replaced."
+    w = [4*_n_params(c.arch, n_classes)/2**20 for n, c in configs.items() if force or not _finished(out/n)]
+    return sum(4*x for x in w) + 3*max(w, default=0) + 20.
+
+def check_space(configs:dict, n_classes:int, out:Path, force:bool=False):
+    "Refuse, with one sentence, a study whose runs would not fit in the free space of `out`."
+    need, free = space_needed_mb(configs, n_classes, out, force), free_mb(out)
+    if need > free:
+        raise DiskFullError(28, f"The study needs about {need:.0f} MB in {out} but only {free:.0f} MB are free: free space or "
+                                "choose another --out.")
+
 def check_writable(out:Path):
     "Fail early, with one sentence, if the study folder cannot be written."
     try:
@@ -259,7 +363,7 @@ def check_writable(out:Path):
     except OSError as e:
         raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): choose another --out or free space.") from None
 
-# %% ../nbs/05_study.ipynb #604165e1
+# %% ../nbs/05_study.ipynb #4a59ba54
 def runs_table(res:dict, # study.json content
                names:list|None=None, # runs to show; None: all
               )->pd.DataFrame:
@@ -273,7 +377,7 @@ def runs_table(res:dict, # study.json content
                    'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
-# %% ../nbs/05_study.ipynb #15777700
+# %% ../nbs/05_study.ipynb #ebe75527
 def _explain(sc:StudyConfig, df:pd.DataFrame, preds:dict, out:Path)->pd.DataFrame:
     "Select, explain and save the Grad-CAM cases of the run `sc.explain`."
     ex, test_rows = preds[sc.explain], df[df.split == 'test'].reset_index(drop=True)
@@ -293,19 +397,29 @@ def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
 def run_study(sc:StudyConfig=StudyConfig(), # what to run
               log=print, # progress printer; None: silent
              )->dict:
-    "Run the whole study into `sc.out` and return the content of its study.json."
+    "Run the whole study into `sc.out` (holding its lock: one writer per folder) and return the content of its study.json."
+    check_writable(Path(sc.out))
+    with (study_lock(sc.out) if not rank_distrib() else contextlib.nullcontext()): return _run_study(sc, log)
+
+def _run_study(sc:StudyConfig, log)->dict:
+    "`run_study`'s steps."
     t0, sc, out = time.time(), sc.resolved(), Path(sc.out)
     quiet, log = log is None or rank_distrib() > 0, (not rank_distrib() and log) or (lambda *a: None)
-    check_writable(out)
     df, stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), not rank_distrib())
-    n_train, n_valid = (df.split == 'train').sum(), (df.split == 'valid').sum()
-    sc = main_first(fit_budget, sc, n_train, n_valid, out)
+    fresh_plan = bool(sc.budget_min) and (sc.force or not (out/PLAN_JSON).exists()) and not is_ddp()
+    sc = main_first(fit_budget, sc, df, out)
     configs, env = run_configs(sc), environment()
-    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates time the training steps, "
-        "data loading adds 10-30% on a CPU):")
-    log(plan_table(configs, n_train, n_valid, out, sc.force).to_string())
+    if not rank_distrib(): check_space(configs, stats['n_classes'], out, sc.force)
+    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates from timed training steps):")
+    log(plan_table(configs, df, out, sc.force).to_string())
+    if sc.force and not rank_distrib():
+        for name in configs: shutil.rmtree(out/name, ignore_errors=True)    # --force: every run trains again
+    sc = dataclasses.replace(sc, force=False)
     lr_ev = main_first(lr_evidence, configs[BASELINE], df, out)
     times = dict(data_s=round(time.time() - t0, 1))
+    if fresh_plan: sc = check_plan(sc, configs, df, out, quiet)
+    configs, plan = run_configs(sc), read_json(out/PLAN_JSON) or dict(epochs=sc.epochs, limited_by='fixed')
+    log(epochs_line(plan))
     runs = train_all(configs, df, out, sc.force, log, quiet)
     if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
     times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if trained earlier
@@ -325,10 +439,10 @@ def run_study(sc:StudyConfig=StudyConfig(), # what to run
     times['this_call_s'] = round(time.time() - t0, 1)
     res = dict(config=asdict(sc), environment=env, seed=sc.seed, device=env['device'], data=stats,
                runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
-                             test=table.loc[n].to_dict(), fit=fit_facts(pd.read_csv(out/n/HISTORY)), params=preds[n]['params'])
+                             test=table.loc[n].to_dict(), fit=fit_facts(read_history(out/n)), params=preds[n]['params'])
                      for n, r in runs.items()},
                best_variant=best, comparisons=comparisons(results, runs, best, monitor), lr_find=lr_ev,
-               gradcam=gradcam_summary(cases, sc.explain), wall_times=times)
+               gradcam=gradcam_summary(cases, sc.explain), plan=plan, wall_times=times)
     write_json(res, out/STUDY_JSON)
     log(f"\nTest set ({(df.split == 'test').sum()} images), best checkpoint of each run:\n{runs_table(res).to_string()}")
     log(f"\nBest variant (validation {monitor}): {best}\n" + pd.DataFrame(res['comparisons']).T[

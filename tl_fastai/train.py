@@ -6,7 +6,7 @@ Docs: https://tl-fastai.github.io/tl_fastai/train.html.md"""
 
 # %% ../nbs/02_train.ipynb #07acc685
 from __future__ import annotations
-import dataclasses, inspect, json, os, platform, random, shutil, time
+import dataclasses, inspect, os, platform, random, shutil, sys, time, warnings
 from functools import partial
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -15,6 +15,7 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 from sklearn import metrics as skm
 from fastcore.basics import ifnone, patch
+from fastcore.imports import in_notebook
 from fastai.learner import Learner, AvgSmoothLoss
 from fastai.callback.core import Callback
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
@@ -23,7 +24,7 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, amp_dtype, atomic_save, read_json, variant_name,
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, read_json, variant_name,
                             write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
@@ -32,9 +33,9 @@ from .models import create_model, norm_stats, param_groups, stages
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'macro_metric',
            'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'rng_states',
            'set_rng_states', 'state_on_params', 'load_opt_state', 'checkpoint_dict', 'CheckpointError',
-           'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars', 'log_hparams', 'EpochLogger',
-           'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'sweep_configs',
-           'best_variant']
+           'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars', 'log_hparams', 'epoch_line',
+           'EpochLogger', 'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'run_state',
+           'read_history', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 def torch_opt(cls, # a `torch.optim` optimizer class
@@ -257,12 +258,17 @@ def log_hparams(w:SummaryWriter, cfg:RunConfig, final:dict):
     for k, v in final.items(): w.add_scalar(f'hparam/{k}', v, cfg.epochs - 1)
     w.flush()
 
+def epoch_line(run:str, row:dict, epochs:int)->str:
+    "One line for a log file: run, epoch, losses, validation accuracy and macro F1, seconds."
+    return (f"[{run}] epoch {row['epoch'] + 1}/{epochs} ({row['phase']}): train loss {row['train_loss']:.4f}, valid loss "
+            f"{row['valid_loss']:.4f}, valid accuracy {row['valid_accuracy']:.4f}, macro F1 {row['valid_f1']:.4f}, {row['time_s']:.0f}s")
+
 class EpochLogger(Callback):
     "Global-epoch history, TensorBoard scalars and atomic checkpoints across training phases."
     order = 60  # after Recorder (50), before the progress callback writes its line
-    def __init__(self, cfg:RunConfig, run_dir:Path, stats:tuple, history:list, writer:SummaryWriter):
+    def __init__(self, cfg:RunConfig, run_dir:Path, stats:tuple, history:list, writer:SummaryWriter, echo:bool=False):
         self.cfg, self.run_dir, self.stats, self.history, self.writer = cfg, Path(run_dir), stats, history, writer
-        self.offset, self.phase, self.start = 0, 'unfrozen', 0
+        self.offset, self.phase, self.start, self.echo = 0, 'unfrozen', 0, echo
     def before_epoch(self): self.n, self.sums, self.t0 = 0, 0, time.time()
     def after_batch(self):
         "Add up the batch's images, and its loss sum and correct predictions on the device: no sync with the host per batch."
@@ -285,6 +291,7 @@ class EpochLogger(Callback):
                    lr=float(self.opt.hypers[-1]['lr']), time_s=round(time.time() - self.t0, 2))
         self.history.append(row)
         if rank_distrib(): return                                                 # under DDP only the first process writes
+        if self.echo: print(epoch_line(self.run_dir.name, row, self.cfg.epochs), flush=True)
         log_scalars(self.writer, row)
         write_csv(pd.DataFrame(self.history, columns=HISTORY_COLS), self.run_dir/HISTORY, index=False)
         ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
@@ -304,8 +311,10 @@ def _check_same_config(run_dir:Path, old:dict, cfg:RunConfig):
     "Refuse to continue a run folder that was made with another configuration."
     new = _plain(asdict(cfg))
     diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-    if diff: raise ValueError(f"{run_dir} was trained with another configuration ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}): "
-                              "pass force=True (--force) to retrain it, or use another output folder.")
+    if diff:
+        changes = ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())
+        raise ValueError(f"{run_dir} was trained with another configuration ({changes}): pass force=True (--force) to retrain it, "
+                         "or use another output folder.")
 
 def norm_for(cfg:RunConfig, df:pd.DataFrame)->tuple:
     "Normalisation (mean, std): the backbone's for pretrained models, the training split's otherwise."
@@ -315,7 +324,7 @@ def train_run(cfg:RunConfig, # what to train
               df:pd.DataFrame, # split table (`prepare_split`)
               run_dir:str|Path, # the run's folder
               force:bool=False, # retrain even if the folder holds a finished or interrupted run
-              quiet:bool=False, # no progress bars or printed tables
+              quiet:bool=False, # print nothing; else fastai's bars in a terminal or notebook, one line per epoch elsewhere
               stats:tuple|None=None, # normalisation (mean, std); None: `norm_for(cfg, df)`
               cbs=None, # extra fastai callbacks (e.g. to stop early in tests)
              )->dict:
@@ -332,10 +341,11 @@ def train_run(cfg:RunConfig, # what to train
     set_seed(cfg.seed)
     history = list(ck['history']) if ck else []
     writer = None if rank_distrib() else open_writer(run_dir, history)
-    logger = EpochLogger(cfg, run_dir, stats, history, writer)
+    bars = not quiet and (in_notebook() or sys.stdout.isatty())
+    logger = EpochLogger(cfg, run_dir, stats, history, writer, echo=not quiet and not bars)
     learn = build_learner(cfg, dls, cbs=[logger, *(cbs or [])])
     if ck: learn.model.load_state_dict(ck['model'])
-    try: _fit_phases(learn, cfg, logger, ck, quiet)
+    try: _fit_phases(learn, cfg, logger, ck, not bars)
     finally:
         if writer: writer.flush()
     prev = read_json(run_dir/RUN_JSON, missing={})
@@ -359,7 +369,7 @@ def main_first(fn, *args):
 def _prepare_dir(run_dir:Path, cfg:RunConfig, force:bool)->dict|None:
     "Empty the folder if `force`, return the run.json of a finished run (same config required), else create the folder."
     if force and run_dir.exists() and not rank_distrib(): shutil.rmtree(run_dir)
-    done = read_json(run_dir/RUN_JSON)
+    done = run_state(run_dir)
     if done and done.get('finished'):
         _check_same_config(run_dir, done['config'], cfg)
         return done
@@ -407,7 +417,7 @@ def _unfrozen_lr(cfg:RunConfig)->tuple:
     return slice(base/cfg.lr_mult, base), dict(pct_start=0.3, div=5.)
 
 def _quiet(learn:Learner, quiet:bool):
-    "Context without progress bars and printed tables when `quiet`."
+    "Context without fastai's progress bars and printed tables when `quiet`."
     from contextlib import nullcontext, ExitStack
     if not quiet: return nullcontext()
     st = ExitStack(); st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
@@ -419,6 +429,37 @@ def run_summary(cfg:RunConfig, history:list, wall:float)->dict:
     return dict(finished=len(history) == cfg.epochs, config=_plain(asdict(cfg)), seed=cfg.seed, environment=environment(),
                 epochs=len(history), final=history[-1], best=best, best_epoch=best['epoch'], monitor=cfg.monitor,
                 wall_time_s=round(wall, 1))
+
+# %% ../nbs/02_train.ipynb #72157a82
+def run_state(run_dir:Path, # a run folder
+             )->dict|None:
+    "The run's run.json, rebuilt from its checkpoint if damaged (finished runs stay finished); None if there is none."
+    f, ck_path = Path(run_dir)/RUN_JSON, Path(run_dir)/CKPT
+    try: return read_json(f)
+    except StateFileError as e:
+        if not ck_path.exists(): raise e from None
+    ck = read_checkpoint(ck_path)
+    f.unlink()
+    if len(ck['history']) < ck['epochs']:
+        warnings.warn(f"{f} was damaged: removed, the run resumes from {ck_path.name}.")
+        return None
+    res = run_summary(RunConfig(**ck['config']), ck['history'], wall=sum(r['time_s'] for r in ck['history']))
+    write_json(res, f)
+    warnings.warn(f"{f} was damaged: rebuilt from {ck_path.name}.")
+    return res
+
+def read_history(run_dir:Path, # a run folder
+                )->pd.DataFrame:
+    "The run's history.csv, one row per epoch; rebuilt from its checkpoint if it is missing or damaged."
+    f = Path(run_dir)/HISTORY
+    try:
+        h = pd.read_csv(f)
+        if list(h.columns) == HISTORY_COLS and h.epoch.tolist() == list(range(len(h))) and not h.isna().any().any(): return h
+    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError): pass
+    h = pd.DataFrame(read_checkpoint(Path(run_dir)/CKPT)['history'], columns=HISTORY_COLS)
+    write_csv(h, f, index=False)
+    warnings.warn(f"{f} was missing or damaged: rebuilt from {CKPT}.")
+    return h
 
 # %% ../nbs/02_train.ipynb #8330e346
 def sweep_configs(base:RunConfig, # the baseline configuration
