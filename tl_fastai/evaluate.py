@@ -17,13 +17,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
 from .core import ALPHA, PROBA_KIND, PROBA_LEVELS, autocast, eval_mode, positive_class, proba_level, save_fig
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss, matthews_corrcoef,
                              precision_recall_fscore_support, roc_auc_score)
 
 # %% auto #0
-__all__ = ['FIT_VERDICTS', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise', 'bootstrap_ci',
-           'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare', 'slice_metrics', 'error_by_expert_proba',
-           'fit_facts', 'plot_curves', 'plot_sweep', 'plot_confusions', 'plot_metric_bars']
+__all__ = ['FIT_VERDICTS', 'flips', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise',
+           'bootstrap_ci', 'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare', 'slice_metrics',
+           'error_by_expert_proba', 'fit_facts', 'plot_curves', 'plot_sweep', 'plot_confusions', 'plot_metric_bars']
 
 # %% ../nbs/03_evaluate.ipynb #0839502f
 def _plain(t) -> torch.Tensor:
@@ -36,14 +36,24 @@ def _device(model:torch.nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 # %% ../nbs/03_evaluate.ipynb #aef64090
+def flips(x:torch.Tensor, # (B, C, H, W) images
+          n:int=4, # 1: the images; 4: also flipped left-right, up-down and both; 8: the whole dihedral group
+         )->list:
+    "`n` views of a batch under the flips (and, for 8, the 90-degree rotations) that training augments with."
+    if n == 1: return [x]
+    views = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
+    return views + [v.transpose(2, 3) for v in views] if n == 8 else views
+
 def predict(model:torch.nn.Module, # any classifier returning logits of shape (B, C)
             dl, # iterable of (x, y) batches, e.g. a fastai or PyTorch DataLoader
+            tta:int=1, # views per image whose probabilities are averaged (`flips`): 1, 4 or 8
            )->tuple: # (probs (N, C) float64, targets (N,) int64), in the order of `dl`
-    "Softmax probabilities and integer targets of `model` over the batches of `dl`."
+    "Softmax probabilities and integer targets of `model` over the batches of `dl`, averaged over `tta` flipped views."
+    if tta not in (1, 4, 8): raise ValueError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
     dev, probs, targs = _device(model), [], []
     with torch.inference_mode(), autocast(dev), eval_mode(model):
         for xb, yb in dl:
-            probs.append(model(_plain(xb).to(dev)).double().softmax(1))
+            probs.append(torch.stack([model(v).double().softmax(1) for v in flips(_plain(xb).to(dev), tta)]).mean(0))
             targs.append(_plain(yb).long())
     if not probs: raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
     return torch.cat(probs).cpu().numpy(), torch.cat([t.to(dev) for t in targs]).cpu().numpy()
@@ -86,6 +96,7 @@ def test_metrics(y_true, # (N,) true class indices
     pc = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return dict(classes=classes, n=len(y_true), y_true=y_true, y_pred=y_pred, probs=probs,
                 accuracy=accuracy_score(y_true, y_pred), balanced_accuracy=balanced_accuracy_score(y_true, y_pred),
+                mcc=matthews_corrcoef(y_true, y_pred),
                 precision_macro=p, recall_macro=r, f1_macro=f,
                 per_class=pd.DataFrame(dict(zip(['precision', 'recall', 'f1', 'support'], pc)),
                                        index=pd.Index(classes, name='class')),
@@ -165,7 +176,7 @@ def metrics_row(res:dict, # the result of `test_metrics` for one model
           for m, fn in (('accuracy', acc_rows), ('f1_macro', macro_f1_rows))}
     row = {'n': res['n']}
     for m in ('accuracy', 'f1_macro'): row |= {m: res[m], f'{m}_lo': ci[m][1], f'{m}_hi': ci[m][2]}
-    row |= {m: res[m] for m in ('precision_macro', 'recall_macro', 'balanced_accuracy', 'roc_auc', 'log_loss')}
+    row |= {m: res[m] for m in ('precision_macro', 'recall_macro', 'balanced_accuracy', 'mcc', 'roc_auc', 'log_loss')}
     return row | {f'{m}_{c}': res['per_class'].loc[c, m] for m in ('recall', 'f1') for c in res['classes']}
 
 # %% ../nbs/03_evaluate.ipynb #61ec3638
@@ -241,7 +252,7 @@ def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert prob
     return pd.DataFrame(dict(n=n, errors=e, error_rate=rate, share_of_errors=e / max(e.sum(), 1), kind=list(PROBA_KIND.values())),
                         index=pd.Index(list(PROBA_LEVELS), name=col))
 
-# %% ../nbs/03_evaluate.ipynb #664703d4
+# %% ../nbs/03_evaluate.ipynb #856f89f4
 FIT_VERDICTS = ('over-fitting', 'mild over-fitting', 'noisy', 'under-fitting', 'good fit')
 
 def fit_facts(h:pd.DataFrame, # history of one run: one row per epoch

@@ -19,8 +19,8 @@ from .study import runs_table
 # %% auto #0
 __all__ = ['FIT_WORDS', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table', 'data_table', 'split_table',
            'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'plan_text', 'tuning_text',
-           'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
-           'comparison_text', 'conclusion_text', 'repro_text', 'model_choice_table']
+           'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text',
+           'class_recalls', 'comparison_text', 'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -33,13 +33,13 @@ def variant_names(res:dict)->list:
     "Names of the three tuned variants, in sweep order."
     return [n for n in res['runs'] if is_variant(n)]
 
-# %% ../nbs/06_report.ipynb #6884df09
+# %% ../nbs/06_report.ipynb #651b50d9
 def config_table(res:dict, names:list|None=None)->pd.DataFrame:
     "Every hyperparameter of each run (one column per run)."
     return pd.DataFrame({n: {k: json.dumps(v) if isinstance(v, dict) else v for k, v in res['runs'][n]['config'].items()}
                          for n in names or res['runs']})
 
-# %% ../nbs/06_report.ipynb #cff27d9f
+# %% ../nbs/06_report.ipynb #79b9b2f1
 def data_table(res:dict)->pd.DataFrame:
     "The dataset's statistics as one column: size, classes, balance, image sizes, modes, normalisation."
     d = res['data']
@@ -52,7 +52,7 @@ def data_table(res:dict)->pd.DataFrame:
              'unreadable files left out': len(d['unreadable'])}
     return pd.DataFrame({'value': [str(v) for v in facts.values()]}, index=pd.Index(facts, name='statistic'))
 
-# %% ../nbs/06_report.ipynb #25b86960
+# %% ../nbs/06_report.ipynb #ab99cb92
 def split_table(res:dict)->pd.DataFrame:
     "Images per class in each split, with the split's share of the dataset."
     sc = res['data']['split_counts']
@@ -82,7 +82,7 @@ def fit_text(f:dict, # a run's `fit_facts`
             f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
             f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f)}.")
 
-# %% ../nbs/06_report.ipynb #55d9ed37
+# %% ../nbs/06_report.ipynb #b48c7362
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
                 )->str:
     "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, significance."
@@ -108,7 +108,7 @@ def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accurac
         parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; the reference lies {ci})")
     return ("Against published ELPV results (other splits and protocols, so a rough yardstick): " + '; '.join(parts) + '.')
 
-# %% ../nbs/06_report.ipynb #59857052
+# %% ../nbs/06_report.ipynb #0fd412f5
 def baseline_text(res:dict, # study.json content
                  )->str:
     "Results of the pretrained baseline: best epoch, valid vs test scores, fitting, published references."
@@ -121,7 +121,7 @@ def baseline_text(res:dict, # study.json content
           f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_text(f)}")
     return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
 
-# %% ../nbs/06_report.ipynb #7ea31306
+# %% ../nbs/06_report.ipynb #1c36d798
 def lr_text(res:dict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
     e = res.get('lr_find')
@@ -134,7 +134,7 @@ def lr_text(res:dict)->str:
             f"{e['lr']:g}, {where}; the finder only sees the new head's first steps, so the sweep in section 4 tests a decade "
             "on each side with full training runs.")
 
-# %% ../nbs/06_report.ipynb #59175a61
+# %% ../nbs/06_report.ipynb #9b086024
 def plan_text(res:dict)->str:
     "How many epochs every run trained and why: the configured number, or the time budget's choice and its evidence."
     p, n = res['plan'], res['plan']['epochs']
@@ -169,6 +169,24 @@ def tuning_text(res:dict)->str:
                   "good a choice."))
     return (f"Sweep over {param} (all else as the baseline):\n\n" + '\n'.join(lines) +
             f"\n\nBy validation macro F1 the chosen variant is **{best}** ({res['runs'][best]['best']['valid_f1']:.3f}). " + verdict)
+
+# %% ../nbs/06_report.ipynb #c9cae578
+def models_table(res:dict)->pd.DataFrame:
+    "Every candidate for the best pretrained model: validation macro F1 (what picks it) and its test metrics with the 95% CI."
+    b, rows = res['best_pretrained'], {}
+    for n, vf in b['valid_f1'].items():
+        t = (res['runs'].get(n) or res['extras'][n])['test']
+        rows[n] = {'valid F1': vf, 'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
+                   'balanced acc': t['balanced_accuracy'], 'MCC': t['mcc'], 'test F1': t['f1_macro'], 'chosen': n == b['name']}
+    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(3)
+
+def best_text(res:dict)->str:
+    "The best pretrained model, how it was chosen, and its test metrics."
+    b = res['best_pretrained']; t = b['test']
+    return (f"The best pretrained model, chosen on the validation set among {len(b['valid_f1'])} candidates (validation macro F1 "
+            f"{b['valid_f1'][b['name']]:.3f}), is **{b['name']}**: test accuracy {_pct(t['accuracy'])} (95% CI "
+            f"{_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}), balanced accuracy {_pct(t['balanced_accuracy'])}, Matthews "
+            f"correlation {t['mcc']:.3f}, macro F1 {t['f1_macro']:.3f}.")
 
 # %% ../nbs/06_report.ipynb #e9594755
 def scratch_text(res:dict)->str:
@@ -212,7 +230,7 @@ def case_caption(row, # a row of gradcam_cases.csv
     where = ', '.join(f"{h:.0%} on the {k.replace('_', ' ')} ({a:.0%} of the area)" for k, h, a in _regions(row))
     return s + f" Heat: {where}; peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
 
-# %% ../nbs/06_report.ipynb #3593d357
+# %% ../nbs/06_report.ipynb #85418e41
 def case_analysis(row, # a misclassified row of gradcam_cases.csv
                   over:float=1.5, # heat share / area share from which a region counts as over-weighted
                  )->str:
@@ -234,7 +252,7 @@ def case_analysis(row, # a misclassified row of gradcam_cases.csv
     if heavy: s.append("Heat is over-weighted on the " + ', '.join(heavy) + ", a sign of relying on that structure rather than the defect.")
     return ' '.join(s)
 
-# %% ../nbs/06_report.ipynb #83ac96d6
+# %% ../nbs/06_report.ipynb #e58fdcbc
 def error_tables(res:dict, out:Path)->dict:
     "The explained model's test errors by expert probability and by cell type (only the tables the data supports)."
     tp = pd.read_csv(Path(out)/TEST_PREDICTIONS)
@@ -271,7 +289,7 @@ def gradcam_text(res:dict, out:Path)->str:
                                                   for v, r in tabs['cell type'].iterrows()) + '.')
     return p1 + ("\n\n" + ' '.join(parts) if parts else '')
 
-# %% ../nbs/06_report.ipynb #c16f103a
+# %% ../nbs/06_report.ipynb #88a06a8a
 def class_recalls(res:dict, name:str)->dict:
     "{class: test recall} of one run."
     t = res['runs'][name]['test']
@@ -296,14 +314,13 @@ def comparison_text(res:dict)->str:
             f"each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} ({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
             f"{compare_text(res['comparisons']['tuning'])} {compare_text(res['comparisons']['transfer'])}")
 
-# %% ../nbs/06_report.ipynb #9007d015
+# %% ../nbs/06_report.ipynb #0ddece28
 def conclusion_text(res:dict, out:Path)->str:
     "Key findings and next steps chosen from the facts: resolution, epochs, class weights, labels, test-time augmentation."
-    tab = runs_table(res).sort_values(['test acc', 'test F1'], ascending=False)
-    top = tab.index[0]; r = res['runs'][top]; t, c = r['test'], r['config']
-    tr, tt = res['comparisons']['transfer'], res['comparisons']['tuning']
-    find = (f"**Findings.** The best model on test is {top} with {_pct(t['accuracy'])} accuracy (95% CI {_pct(t['accuracy_lo'])}–"
-            f"{_pct(t['accuracy_hi'])}) and macro F1 {t['f1_macro']:.3f}. Pretraining "
+    top = max(res['runs'], key=lambda n: res['runs'][n]['best']['valid_f1'])       # the best run, on validation
+    r, tr, tt = res['runs'][top], res['comparisons']['transfer'], res['comparisons']['tuning']
+    c = r['config']
+    find = (f"**Findings.** {best_text(res)} Pretraining "
             f"{'paid off significantly' if tr['significant'] and tr['diff'] > 0 else 'did not give a significant gain'} "
             f"({100*tr['diff']:+.1f} pts over the scratch CNN, p = {tr['p']:.3g}); tuning {res['config']['param']} "
             f"{'mattered' if tt['significant'] else 'did not significantly change test accuracy'} ({100*tt['diff']:+.1f} pts, "
@@ -325,8 +342,6 @@ def conclusion_text(res:dict, out:Path)->str:
         amb = e.loc[['1/3', '2/3'], 'errors'].sum()/max(e.errors.sum(), 1)
         steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft targets from the "
                      "expert probability, or report them separately")
-    steps.append("test-time augmentation with the same dihedral flips used in training: eight views per test image for the price of "
-                 "eight forward passes")
     steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a sweep over weight "
                  "decay or freeze depth")
     return find + "\n\n**Next steps.**\n" + '\n'.join(f"- {s}" for s in steps)

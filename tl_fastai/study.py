@@ -22,6 +22,7 @@ from .core import (BASELINE, BEST_CKPT, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH,
 from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
 from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant, environment,
                              main_first, is_ddp, build_learner, norm_for, run_state, read_history)
+from sklearn.metrics import f1_score
 from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, plot_curves, plot_sweep,
                                 plot_confusions, plot_metric_bars)
 from .models import create_model
@@ -31,8 +32,8 @@ from .gradcam import grad_cam, select_cases, case_facts, cam_figure, road_check,
 __all__ = ['PRESETS', 'EPOCH_OVERHEAD', 'MIN_EPOCHS', 'REPLAN_MARGIN', 'StudyConfig', 'run_configs', 'source_table', 'StepTimer',
            'step_seconds', 'plan_table', 'budget_plan', 'fit_budget', 'planned_epochs', 'replanned', 'epochs_line',
            'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all',
-           'case_table', 'comparisons', 'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb',
-           'check_space', 'check_writable', 'runs_table', 'run_study']
+           'extra_predictions', 'pick_best', 'case_table', 'comparisons', 'study_figures', 'explain_cases',
+           'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable', 'runs_table', 'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
@@ -71,7 +72,7 @@ class StudyConfig:
         if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
 
-# %% ../nbs/05_study.ipynb #51db6cc8
+# %% ../nbs/05_study.ipynb #565e8363
 def run_configs(sc:StudyConfig)->dict:
     "{run name: RunConfig} of the study, in training order: baseline, the three variants, the scratch CNN."
     sc = sc.resolved()
@@ -80,7 +81,7 @@ def run_configs(sc:StudyConfig)->dict:
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
     return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
 
-# %% ../nbs/05_study.ipynb #4d4f7ebb
+# %% ../nbs/05_study.ipynb #1338acbd
 def source_table(sc:StudyConfig)->pd.DataFrame|None:
     "The subset the preset asks for (`n_per_class` images of each class), or None to load the whole dataset."
     if sc.n_per_class is None: return None
@@ -115,7 +116,7 @@ def step_seconds(cfg:RunConfig, # the run whose training step is timed
         _STEP_TIMES[key] = float(np.median(np.diff(timer.times)))
     return _STEP_TIMES[key]
 
-# %% ../nbs/05_study.ipynb #3b516ffb
+# %% ../nbs/05_study.ipynb #1b2687da
 def _finished(run_dir:Path)->bool: return (run_state(run_dir) or {}).get('finished', False)
 
 def plan_table(configs:dict, # {run name: RunConfig}
@@ -150,7 +151,7 @@ def budget_plan(preset_epochs:int, # the most epochs (the preset's)
                 est_total_min=round(epochs*epoch_min, 1), limited_by='preset' if fit >= preset_epochs else 'budget' if fit >= floor
                 else 'floor', over_budget=epochs*epoch_min > budget_min)
 
-# %% ../nbs/05_study.ipynb #385b1028
+# %% ../nbs/05_study.ipynb #0c35c374
 def fit_budget(sc:StudyConfig, # resolved
                df:pd.DataFrame, # split table
                out:Path, # study folder: the choice is kept in out/plan.json
@@ -176,7 +177,7 @@ def planned_epochs(out:Path)->int:
         warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
         return epochs
 
-# %% ../nbs/05_study.ipynb #7073121d
+# %% ../nbs/05_study.ipynb #dbf76c51
 REPLAN_MARGIN = 0.25
 
 def replanned(plan:dict, # plan.json's facts (`budget_plan` with the estimated `first_epoch_min`)
@@ -245,7 +246,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
     write_json(res, f)
     return res
 
-# %% ../nbs/05_study.ipynb #207dd30d
+# %% ../nbs/05_study.ipynb #ea5beedd
 def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, quiet:bool=False)->dict:
     "Train (resume, skip) every run in order; {name: run.json content}."
     runs = {}
@@ -262,23 +263,44 @@ def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, qu
 def run_predictions(run_dir:Path, # a trained run
                     df:pd.DataFrame, # split table
                     bs:int=128, # inference batch size
+                    tta:int=1, # views averaged per image (`tl_fastai.evaluate.flips`)
                    )->dict:
     "Class probabilities of the run's best checkpoint on the test and validation rows, in table order, and its size."
     model, meta = load_checkpoint(run_dir/BEST_CKPT, classes=sorted(df.label.unique()))
     dls = get_dls(df, size=meta['size'], bs=bs, mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'])
     model.to(dls.device, memory_format=torch.channels_last)
-    (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df)), predict(model, dls.valid)
+    (pt, yt), (pv, yv) = predict(model, get_test_dl(dls, df), tta), predict(model, dls.valid, tta)
     return dict(test=pt, valid=pv, y_test=yt, y_valid=yv, classes=meta['classes'], best_epoch=meta['epoch'], meta=meta,
                 params=sum(p.numel() for p in model.parameters()))
 
-# %% ../nbs/05_study.ipynb #7f5a7aa7
+# %% ../nbs/05_study.ipynb #16b1af30
 def evaluate_all(runs:dict, df:pd.DataFrame, out:Path)->tuple:
     "Test results {name: test_metrics} and predictions of every run."
     preds = {name: run_predictions(out/name, df) for name in runs}
     results = {n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in preds.items()}
     return results, preds
 
-# %% ../nbs/05_study.ipynb #5091e498
+# %% ../nbs/05_study.ipynb #ad6e42c7
+def extra_predictions(runs:dict, # {name: run.json content}
+                      preds:dict, # {name: `run_predictions`}
+                      df:pd.DataFrame, # split table
+                      out:Path, # study folder
+                      monitor:str='valid_f1', # validation metric that picks the run to augment
+                      tta:int=4, # views per image
+                     )->dict:
+    "Predictions of the best pretrained run with test-time augmentation, and of the mean of every pretrained run."
+    pre = [n for n in runs if n != SCRATCH]
+    best = max(pre, key=lambda n: runs[n]['best'][monitor])
+    mean = {k: np.mean([preds[n][k] for n in pre], 0) for k in ('test', 'valid')}
+    return {f'{best} + tta{tta}': run_predictions(out/best, df, tta=tta), f'ensemble of {len(pre)} pretrained': {**preds[best], **mean}}
+
+def pick_best(candidates:dict, # {name: predictions with 'valid', 'y_valid', 'classes'}
+             )->tuple:
+    "(name, validation macro F1 of every candidate): the one with the best validation macro F1."
+    f1 = {n: float(f1_score(p['y_valid'], p['valid'].argmax(1), average='macro')) for n, p in candidates.items()}
+    return max(f1, key=f1.get), f1
+
+# %% ../nbs/05_study.ipynb #c9cdb1fb
 def case_table(df:pd.DataFrame, # rows of one split, in prediction order
                probs:np.ndarray, # (N, C) probabilities
                classes:list)->pd.DataFrame:
@@ -286,7 +308,7 @@ def case_table(df:pd.DataFrame, # rows of one split, in prediction order
     y = df.label.map({c: i for i, c in enumerate(classes)}).values
     return df.assign(pred=np.array(classes)[probs.argmax(1)], prob=probs.max(1), p_true=probs[np.arange(len(y)), y])
 
-# %% ../nbs/05_study.ipynb #0e44ee4d
+# %% ../nbs/05_study.ipynb #936742e5
 def comparisons(results:dict, # test results {name: test_metrics}
                 runs:dict, # {name: run.json content}
                 best:str, # the best variant
@@ -296,7 +318,7 @@ def comparisons(results:dict, # test results {name: test_metrics}
     pre = max([BASELINE, best], key=lambda n: runs[n]['best'][monitor])
     return {'tuning': compare(best, BASELINE, results), 'transfer': compare(pre, SCRATCH, results)}
 
-# %% ../nbs/05_study.ipynb #9170a0b6
+# %% ../nbs/05_study.ipynb #f42ad182
 def study_figures(runs:dict, results:dict, table:pd.DataFrame, out:Path, param:str):
     "Curves of all runs, the sweep, confusion matrices and metric bars, as PNGs under out/figures."
     hist = {n: read_history(out/n) for n in runs}
@@ -325,7 +347,7 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
     cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
     return case_facts(cams, x, cases).assign(figure=files, **road_check(model, x, cams, target=target))
 
-# %% ../nbs/05_study.ipynb #ecd2470f
+# %% ../nbs/05_study.ipynb #b2f6602e
 def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result
                     run:str, # the explained run
                    )->dict:
@@ -363,7 +385,7 @@ def check_writable(out:Path):
     except OSError as e:
         raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): choose another --out or free space.") from None
 
-# %% ../nbs/05_study.ipynb #4a59ba54
+# %% ../nbs/05_study.ipynb #5acbe084
 def runs_table(res:dict, # study.json content
                names:list|None=None, # runs to show; None: all
               )->pd.DataFrame:
@@ -377,7 +399,7 @@ def runs_table(res:dict, # study.json content
                    'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
-# %% ../nbs/05_study.ipynb #ebe75527
+# %% ../nbs/05_study.ipynb #ffbedf17
 def _explain(sc:StudyConfig, df:pd.DataFrame, preds:dict, out:Path)->pd.DataFrame:
     "Select, explain and save the Grad-CAM cases of the run `sc.explain`."
     ex, test_rows = preds[sc.explain], df[df.split == 'test'].reset_index(drop=True)
@@ -425,11 +447,13 @@ def _run_study(sc:StudyConfig, log)->dict:
     times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if trained earlier
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
-    table = metrics_table(results)
-    write_csv(table, out/TEST_METRICS)
     monitor = configs[BASELINE].monitor
+    extra = extra_predictions(runs, preds, df, out, monitor)
+    table = metrics_table({**results, **{n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in extra.items()}})
+    write_csv(table, out/TEST_METRICS)
+    best_pre, valid_f1 = pick_best({**{n: preds[n] for n in runs if n != SCRATCH}, **extra})
     best = best_variant({n: r for n, r in runs.items() if is_variant(n)}, monitor=monitor)
-    _write_predictions(df, preds, out)
+    _write_predictions(df, {**preds, **extra}, out)
     study_figures(runs, results, table, out, sc.param)
     times['evaluation_s'] = round(time.time() - t1, 1)
     t2 = time.time()
@@ -441,6 +465,8 @@ def _run_study(sc:StudyConfig, log)->dict:
                runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
                              test=table.loc[n].to_dict(), fit=fit_facts(read_history(out/n)), params=preds[n]['params'])
                      for n, r in runs.items()},
+               extras={n: dict(valid_f1=valid_f1[n], test=table.loc[n].to_dict()) for n in extra},
+               best_pretrained=dict(name=best_pre, valid_f1=valid_f1, test=table.loc[best_pre].to_dict()),
                best_variant=best, comparisons=comparisons(results, runs, best, monitor), lr_find=lr_ev,
                gradcam=gradcam_summary(cases, sc.explain), plan=plan, wall_times=times)
     write_json(res, out/STUDY_JSON)
