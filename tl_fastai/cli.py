@@ -28,6 +28,7 @@ def cmd_data(args):
     out = Path(args.out)
     print(f"Wrote {out/'split.csv'}, {out/'data_stats.json'} and {out/'figures'}/")
 
+# %% ../nbs/09_cli.ipynb #3816aaa4
 def _values(s:str)->tuple:
     "Parse '1e-4,1e-3,1e-2' into numbers (or strings when not numeric)."
     def num(v):
@@ -37,19 +38,23 @@ def _values(s:str)->tuple:
             except ValueError: return v
     return tuple(num(v.strip()) for v in s.split(','))
 
+# %% ../nbs/09_cli.ipynb #b9605dcf
 def study_from_args(args)->StudyConfig:
     "The `StudyConfig` of `tl-fastai study`'s options; options left out come from the preset."
-    names = ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult', 'out', 'force', 'seed')
+    names = ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult',
+             'out', 'force', 'seed')
     kw = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.values: kw['values'] = _values(args.values)
     return StudyConfig(**kw)
 
+# %% ../nbs/09_cli.ipynb #b189484d
 def cmd_study(args):
     "Run the whole study: split, baseline, sweep, scratch CNN, test evaluation, Grad-CAM, study.json."
     run_study(study_from_args(args))
 
+# %% ../nbs/09_cli.ipynb #b010f832
 def study_config(out:str)->StudyConfig:
-    "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if there is none yet."
+    "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if none yet."
     f = Path(out)/STUDY_JSON
     res = read_json(f, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
     if res is None:
@@ -57,26 +62,30 @@ def study_config(out:str)->StudyConfig:
         return StudyConfig(out=str(out))
     return StudyConfig(**{**res['config'], 'values': tuple(res['config']['values']), 'force': False})
 
+# %% ../nbs/09_cli.ipynb #c4e5c880
 def cmd_notebook(args):
     "Write notebook.ipynb, the 8-section submission notebook, and optionally execute it."
     out = Path(args.out)
     with study_lock(out, shared=True) if out.exists() else contextlib.nullcontext(): cfg = study_config(out)
     if args.execute and not args.train and not (out/STUDY_JSON).exists():
-        raise ValueError(f"{out} holds no finished study: run `tl-fastai study --out {out}` first, or pass --train to train "
-                         "inside the notebook.")
+        raise ValueError(f"{out} holds no finished study: run `tl-fastai study --out {out}` first, "
+                         "or pass --train to train inside the notebook.")
     path = build_notebook(args.path, cfg)
     print(f"Wrote {path}")
     if args.execute:
         execute_notebook(path)
         print(f"Executed {path} (outputs saved in the file)")
 
+# %% ../nbs/09_cli.ipynb #202ebf2b
 def cmd_zip(args):
     "Check the study and the executed notebook, then write submission.zip."
     make_zip(args.notebook, args.out, args.zip, resume_state=args.with_resume_state)
 
+# %% ../nbs/09_cli.ipynb #5f12a98e
 def build_parser()->argparse.ArgumentParser:
     "The `tl-fastai` argument parser with its sub-commands."
-    p = argparse.ArgumentParser(prog='tl-fastai', description='Transfer-learning study for image classification with fastai, timm.')
+    p = argparse.ArgumentParser(prog='tl-fastai',
+                                description='Transfer-learning study for image classification with fastai, timm.')
     sub = p.add_subparsers(dest='command', required=True)
     ds_help = 'elpv | elpv4 | folder:PATH | fastai:PETS | fastai:IMAGENETTE_160 (default: elpv)'
     d = sub.add_parser('data', help=cmd_data.__doc__)
@@ -97,7 +106,8 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--size', type=int, help='image size in px (default: from the preset)')
     s.add_argument('--bs', type=int, help='batch size (default: from the preset)')
     s.add_argument('--lr', type=float, help='base learning rate (default: 2e-3)')
-    s.add_argument('--lr-mult', type=float, help='the body learns at lr / lr-mult once unfrozen (default: from the preset)')
+    s.add_argument('--lr-mult', type=float,
+                   help='the body learns at lr / lr-mult once unfrozen (default: from the preset)')
     s.add_argument('--seed', type=int, help='split and training seed (default: 42)')
     s.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     s.add_argument('--force', action='store_true', help='retrain finished runs')
@@ -106,7 +116,8 @@ def build_parser()->argparse.ArgumentParser:
     n.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     n.add_argument('--path', default='notebook.ipynb', help='notebook to write (default: notebook.ipynb)')
     n.add_argument('--execute', action='store_true', help='execute it headlessly and keep the outputs')
-    n.add_argument('--train', action='store_true', help='with --execute and no finished study in --out: train inside the notebook')
+    n.add_argument('--train', action='store_true',
+                   help='with --execute and no finished study in --out: train inside the notebook')
     n.set_defaults(func=cmd_notebook)
     z = sub.add_parser('zip', help=cmd_zip.__doc__)
     z.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
@@ -117,6 +128,7 @@ def build_parser()->argparse.ArgumentParser:
     z.set_defaults(func=cmd_zip)
     return p
 
+# %% ../nbs/09_cli.ipynb #30784ae8
 def main(argv:list|None=None, # arguments; None: sys.argv[1:]
         )->int:
     "Entry point of the `tl-fastai` console script."

@@ -1,4 +1,4 @@
-"""What every module shares: file and run names, atomic writes, `eval_mode`, the mixed-precision choice, the ELPV label rules and the significance level.
+"""Shared by every module: names, atomic writes, `eval_mode`, mixed precision, ELPV label rules, significance level.
 
 Docs: https://tl-fastai.github.io/tl_fastai/core.html.md"""
 
@@ -17,7 +17,7 @@ from fastai.torch_core import default_device
 # %% auto #0
 __all__ = ['BASELINE', 'SCRATCH', 'VARIANT', 'LOCK', 'CKPT', 'BEST_CKPT', 'HISTORY', 'RUN_JSON', 'SPLIT_CSV', 'STUDY_JSON',
            'PLAN_JSON', 'TEST_METRICS', 'TEST_PREDICTIONS', 'GRADCAM_CASES', 'ELPV_CLASSES', 'ELPV4_CLASSES',
-           'PROBA_LEVELS', 'PROBA_KIND', 'ALPHA', 'fmt_value', 'variant_name', 'is_variant', 'DiskFullError', 'free_mb',
+           'PROBA_LEVELS', 'PROBA_KIND', 'ALPHA', 'fmt_value', 'variant_name', 'is_variant', 'free_mb', 'DiskFullError',
            'atomic_write', 'write_json', 'write_csv', 'atomic_save', 'save_fig', 'StateFileError', 'read_json',
            'StudyLocked', 'study_lock', 'eval_mode', 'amp_dtype', 'autocast', 'proba_level', 'elpv_labels',
            'is_ambiguous', 'positive_class']
@@ -39,19 +39,21 @@ def variant_name(param:str, value)->str:
     "Run folder name of one sweep value, e.g. tuned_variant_lr_0.001."
     return f'{VARIANT}_{param}_{fmt_value(value)}'
 
+# %% ../nbs/00_core.ipynb #19fc00b1
 def is_variant(name:str)->bool:
     "Whether a run name is one of the sweep's variants."
     return name.startswith(VARIANT + '_')
 
 # %% ../nbs/00_core.ipynb #9bc4cee1
-class DiskFullError(OSError):
-    "A write that failed because the disk (or the quota) is full."
-
 def free_mb(path)->float:
     "Megabytes free on the filesystem that holds `path` (or its nearest existing parent)."
     path = Path(path).absolute()
     while not path.exists(): path = path.parent
     return shutil.disk_usage(path).free/2**20
+
+# %% ../nbs/00_core.ipynb #f1585eb7
+class DiskFullError(OSError):
+    "A write that failed because the disk (or the quota) is full."
 
 def _is_disk_full(e:Exception)->bool:
     "Whether `e` says a write ran out of space: ENOSPC/EFBIG/EDQUOT, or torch's failed-write errors."
@@ -70,23 +72,28 @@ def atomic_write(write, # called with a temporary path beside `path`, writes the
     except Exception as e:
         if not _is_disk_full(e): raise
         tmp.unlink(missing_ok=True)
-        raise DiskFullError(errno.ENOSPC, f"Writing {path} failed because the disk is full ({free_mb(path):.0f} MB free): free space "
-                            "and run the same command again, it resumes from the last complete file.") from None
+        raise DiskFullError(errno.ENOSPC, f"Writing {path} failed because the disk is full "
+                            f"({free_mb(path):.0f} MB free): free space and run the same command again, "
+                            "it resumes from the last complete file.") from None
     finally: tmp.unlink(missing_ok=True)
     return path
 
+# %% ../nbs/00_core.ipynb #671a32d0
 def write_json(obj, path)->Path:
     "Write `obj` as indented JSON, atomically."
     return atomic_write(lambda t: t.write_text(json.dumps(obj, indent=2, default=str)), path)
 
+# %% ../nbs/00_core.ipynb #9208f608
 def write_csv(df, path, **kwargs)->Path:
     "`df.to_csv(path, **kwargs)`, atomically."
     return atomic_write(lambda t: df.to_csv(t, **kwargs), path)
 
+# %% ../nbs/00_core.ipynb #59b54f0e
 def atomic_save(obj, path)->Path:
     "`torch.save` `obj`, atomically."
     return atomic_write(lambda t: torch.save(obj, t), path)
 
+# %% ../nbs/00_core.ipynb #e15f6a8f
 def save_fig(fig, save_to=None):
     "Write `fig` to `save_to` as PNG (atomically, parent folders created) and return it."
     if save_to: atomic_write(lambda t: fig.savefig(t, format='png', dpi=110, bbox_inches='tight'), save_to)
@@ -105,7 +112,8 @@ def read_json(path, # a JSON file the study wrote
     if not path.exists(): return missing
     try: return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StateFileError(f"{path} is damaged ({type(e).__name__} at character {getattr(e, 'pos', '?')}): {fix}.") from None
+        raise StateFileError(f"{path} is damaged ({type(e).__name__} at character {getattr(e, 'pos', '?')}): "
+                             f"{fix}.") from None
 
 # %% ../nbs/00_core.ipynb #ad4b1754
 class StudyLocked(OSError):
@@ -123,8 +131,11 @@ def study_lock(out, # the study folder
         try: fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0); who = f.read().strip() or 'another process'
-            raise StudyLocked(errno.EAGAIN, f"{out} is being written by {who}: wait for it to finish, or use another --out.") from None
-        if not shared: f.seek(0); f.truncate(); f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M')}"); f.flush()
+            raise StudyLocked(errno.EAGAIN, f"{out} is being written by {who}: "
+                                            "wait for it to finish, or use another --out.") from None
+        if not shared:
+            f.seek(0); f.truncate()
+            f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M')}"); f.flush()
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -141,7 +152,7 @@ def eval_mode(model:nn.Module):
 # %% ../nbs/00_core.ipynb #2ef93937
 def amp_dtype(device=None, # a torch device or its name; None: fastai's default device
              )->torch.dtype|None:
-    "The autocast dtype for `device`: bf16 on GPUs of compute capability 8.0 and up, fp16 on older GPUs, None (fp32) elsewhere."
+    "The autocast dtype for `device`: bf16 on GPUs of capability 8.0 and up, fp16 on older GPUs, None (fp32) elsewhere."
     device = torch.device(default_device() if device is None else device)
     if device.type != 'cuda': return None
     return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
@@ -177,10 +188,12 @@ def elpv_labels(proba, # expert defect probabilities
     if n_classes == 4: return np.array(ELPV4_CLASSES)[proba_level(proba)]
     raise ValueError(f"ELPV has 2 or 4 classes, not {n_classes}: use the spec 'elpv' or 'elpv4'.")
 
+# %% ../nbs/00_core.ipynb #e48502e2
 def is_ambiguous(proba)->np.ndarray:
     "True where the expert probability is 1/3 or 2/3 (an uncertain label)."
     return np.isin(proba_level(proba), (1, 2))
 
+# %% ../nbs/00_core.ipynb #fc7d453d
 def positive_class(classes:list, # class names in index order (fastai's vocabulary is sorted)
                   )->str:
     "The class counted as positive: 'defective' when present, else the second class."

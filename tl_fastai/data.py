@@ -55,11 +55,12 @@ def folder_table(path:str|Path, # ImageFolder-style root: one sub-folder per cla
     "Source table of an ImageFolder-style tree; the class is the first-level sub-folder."
     root = Path(path).expanduser().absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"Dataset folder {root} does not exist: pass --dataset folder:PATH with a folder that has "
-                                "one sub-folder per class.")
+        raise FileNotFoundError(f"Dataset folder {root} does not exist: pass --dataset folder:PATH with a folder "
+                                "that has one sub-folder per class.")
     files = [f for f in get_image_files(root) if len(f.relative_to(root).parts) > 1]
     if not files:
-        raise ValueError(f"No images found under {root}: put the images in one sub-folder per class, e.g. {root}/cats/001.jpg.")
+        raise ValueError(f"No images found under {root}: put the images in one sub-folder per class, "
+                         f"e.g. {root}/cats/001.jpg.")
     return _table(root, files, [f.relative_to(root).parts[0] for f in files])
 
 # %% ../nbs/00_data.ipynb #69e0d893
@@ -68,13 +69,15 @@ def fastai_table(name:str, # a key of `FASTAI_DATASETS`, e.g. 'PETS' or 'IMAGENE
     "Source table of a fastai `URLs` dataset, downloaded (once) with `untar_data`."
     from fastai.data.external import URLs, untar_data
     if name not in FASTAI_DATASETS:
-        raise ValueError(f"Unknown fastai dataset {name!r}: choose one of {', '.join('fastai:'+k for k in FASTAI_DATASETS)}.")
+        raise ValueError(f"Unknown fastai dataset {name!r}: "
+                         f"choose one of {', '.join('fastai:'+k for k in FASTAI_DATASETS)}.")
     try: root = untar_data(getattr(URLs, name))
     except Exception as e:
         raise ConnectionError(f"fastai:{name} must be downloaded and that failed ({type(e).__name__}); "
                               f"without internet use one of {', '.join(OFFLINE_SPECS)}.") from None
     files = get_image_files(root)
-    labels = [f.name.rsplit('_', 1)[0] for f in files] if FASTAI_DATASETS[name] == 'name' else [f.parent.name for f in files]
+    if FASTAI_DATASETS[name] == 'name': labels = [f.name.rsplit('_', 1)[0] for f in files]
+    else: labels = [f.parent.name for f in files]
     return _table(root, files, labels)
 
 # %% ../nbs/00_data.ipynb #a3c0944d
@@ -93,10 +96,11 @@ def scan_image(path:str, # image file
 def keep_readable(df:pd.DataFrame, # source table
                   spec:str='', # dataset spec, for the error message
                  )->pd.DataFrame:
-    "The rows whose image decodes, with scan columns; the others dropped with one warning, listed in `attrs['unreadable']`."
+    "The rows whose image decodes, with scan columns; the rest dropped with a warning, listed in `attrs['unreadable']`."
     df = pd.concat([df, pd.DataFrame([scan_image(p) for p in df.path], index=df.index)], axis=1)
     bad = df[df.error != '']
-    if len(bad): warnings.warn(f"Left out {len(bad)} unreadable image(s): " + '; '.join(f"{f} ({e})" for f, e in zip(bad.file, bad.error)))
+    if len(bad): warnings.warn(f"Left out {len(bad)} unreadable image(s): "
+                               + '; '.join(f"{f} ({e})" for f, e in zip(bad.file, bad.error)))
     good = df[df.error == ''].drop(columns='error').reset_index(drop=True)
     good.attrs['unreadable'] = dict(zip(bad.file, bad.error))
     if good.empty: raise ValueError(f"No readable images in dataset {spec!r}: check the files are PNG/JPEG images.")
@@ -107,9 +111,11 @@ def parse_spec(spec:str)->tuple:
     "Split a dataset spec like 'folder:PATH' into (kind, argument)."
     kind, _, arg = spec.partition(':')
     if kind not in ('elpv', 'elpv4', 'folder', 'fastai') or (kind in ('folder', 'fastai')) != bool(arg):
-        raise ValueError(f"Unknown dataset spec {spec!r}: use elpv, elpv4, folder:PATH or fastai:NAME ({', '.join(FASTAI_DATASETS)}).")
+        raise ValueError(f"Unknown dataset spec {spec!r}: "
+                         f"use elpv, elpv4, folder:PATH or fastai:NAME ({', '.join(FASTAI_DATASETS)}).")
     return kind, arg
 
+# %% ../nbs/00_data.ipynb #92b29cca
 def load_source(spec:str='elpv', # elpv | elpv4 | folder:PATH | fastai:PETS | fastai:IMAGENETTE_160
                 scan:bool=True, # open every image; unreadable ones are dropped and listed in `df.attrs['unreadable']`
                )->pd.DataFrame:
@@ -137,8 +143,10 @@ def stratified_subset(df:pd.DataFrame, # source table
                       seed:int=42, # which images
                      )->pd.DataFrame:
     "A sample of `n_per_class` rows of each class (all rows of a smaller class), in file order."
-    return df.sample(frac=1, random_state=seed).groupby('label').head(n_per_class).sort_values('file', ignore_index=True)
+    sample = df.sample(frac=1, random_state=seed).groupby('label').head(n_per_class)
+    return sample.sort_values('file', ignore_index=True)
 
+# %% ../nbs/00_data.ipynb #77df8b77
 def elpv_subset(n_per_class:int=20, # images per class
                 seed:int=42, # which images
                 n_classes:int=2, # 2 or 4 ELPV classes
@@ -159,25 +167,44 @@ def split_rows(labels:pd.Series, # class label per row
     for c in sorted(labels.unique()):
         idx = np.flatnonzero((labels == c).values)
         if len(idx) < 3:
-            raise ValueError(f"Class {c!r} has {len(idx)} image(s) but needs at least 3 to appear in train, valid and test: "
-                             "add images to it or remove the class.")
+            raise ValueError(f"Class {c!r} has {len(idx)} image(s) but needs at least 3 to appear in train, valid "
+                             "and test: add images to it or remove the class.")
         idx = rng.permutation(idx)
         n_test, n_valid = max(1, round(len(idx)*test_pct)), max(1, round(len(idx)*valid_pct))
         out[idx[:n_test]], out[idx[n_test:n_test+n_valid]], out[idx[n_test+n_valid:]] = 'test', 'valid', 'train'
     return out
 
 # %% ../nbs/00_data.ipynb #2f5bbd54
-def _pairs_hash(a, b)->str: return hashlib.sha256('\n'.join(sorted(f'{x}\t{y}' for x, y in zip(a, b))).encode()).hexdigest()[:16]
+def _pairs_hash(a, b)->str:
+    return hashlib.sha256('\n'.join(sorted(f'{x}\t{y}' for x, y in zip(a, b))).encode()).hexdigest()[:16]
 
 def content_hash(df:pd.DataFrame)->str:
     "SHA-256 of the sorted (file, label) pairs: what a split depends on."
     return _pairs_hash(df.file, df.label)
 
+# %% ../nbs/00_data.ipynb #dc665d9f
 def split_hash(df:pd.DataFrame)->str:
     "SHA-256 of the sorted (file, split) pairs: the split itself."
     return _pairs_hash(df.file, df.split)
 
 # %% ../nbs/00_data.ipynb #aa36f444
+def read_split(csv:Path)->pd.DataFrame:
+    "The split table in `csv`, refused with one sentence naming it if it is damaged or was edited since it was made."
+    fix = f"restore it from a copy, or move {csv.parent} away to make a new split (the runs in it used this one)"
+    try: old = pd.read_csv(csv, dtype={'file': str, 'label': str, 'split': str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise StateFileError(f"{csv} is damaged ({type(e).__name__}): {fix}.") from None
+    if missing := {'file', 'label', 'split'} - set(old.columns):
+        raise StateFileError(f"{csv} has no column {sorted(missing)}: {fix}.")
+    if bad := set(old.split) - {'train', 'valid', 'test'}:
+        raise StateFileError(f"{csv} holds split values {sorted(map(str, bad))} besides train, valid and test: {fix}.")
+    made = read_json(csv.with_suffix('.json'), missing={}, fix=f"delete it (it is rebuilt from {csv.name})")
+    if made.get('split_hash', split_hash(old)) != split_hash(old) or old.file.duplicated().any():
+        raise StateFileError(f"{csv} was edited since it was made "
+                             f"(files moved between train, valid and test, or repeated): {fix}.")
+    return old
+
+# %% ../nbs/00_data.ipynb #87dab4a6
 def _refuse_changed(old:pd.DataFrame, df:pd.DataFrame, csv:Path):
     "Raise a clear error describing how the dataset under `csv` changed."
     o, n = dict(zip(old.file, old.label)), dict(zip(df.file, df.label))
@@ -187,27 +214,13 @@ def _refuse_changed(old:pd.DataFrame, df:pd.DataFrame, csv:Path):
                      f"{added} added, {removed} removed, {relabelled} relabelled); to re-split, use a new --out folder "
                      f"or move {csv.parent} away (its runs used the old split).")
 
-def read_split(csv:Path)->pd.DataFrame:
-    "The split table in `csv`, refused with one sentence naming it if it is damaged or was edited since it was made."
-    fix = f"restore it from a copy, or move {csv.parent} away to make a new split (the runs in it used this one)"
-    try: old = pd.read_csv(csv, dtype={'file': str, 'label': str, 'split': str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise StateFileError(f"{csv} is damaged ({type(e).__name__}): {fix}.") from None
-    if missing := {'file', 'label', 'split'} - set(old.columns): raise StateFileError(f"{csv} has no column {sorted(missing)}: {fix}.")
-    if bad := set(old.split) - {'train', 'valid', 'test'}:
-        raise StateFileError(f"{csv} holds split values {sorted(map(str, bad))} besides train, valid and test: {fix}.")
-    made = read_json(csv.with_suffix('.json'), missing={}, fix=f"delete it (it is rebuilt from {csv.name})")
-    if made.get('split_hash', split_hash(old)) != split_hash(old) or old.file.duplicated().any():
-        raise StateFileError(f"{csv} was edited since it was made (files moved between train, valid and test, or repeated): {fix}.")
-    return old
-
 def prepare_split(df:pd.DataFrame, # source table (`load_source`)
                   out:str|Path='saved_models', # folder that holds split.csv
                   valid_pct:float=0.15, # fraction for validation (only when the split is first made)
                   test_pct:float=0.15, # fraction for test (only when the split is first made)
                   seed:int=42, # split seed (only when the split is first made)
                  )->pd.DataFrame:
-    "`df` with a `split` column, from `out/split.csv` if it exists (refused if the data changed), else made and written."
+    "`df` with a `split` column, read from `out/split.csv` (refused if the data changed), or made and written there."
     csv = Path(out)/SPLIT_CSV
     meta = [c for c in df.columns if c not in ('path', 'file', 'label', 'width', 'height', 'mode', 'bytes')]
     if csv.exists():
@@ -266,7 +279,7 @@ def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentation
 
 # %% ../nbs/00_data.ipynb #0fc8850b
 def default_workers()->int:
-    "DataLoader workers when images are decoded every epoch: none on CPU (the model is the bottleneck), up to 8 beside a GPU."
+    "DataLoader workers when images are decoded each epoch: none on CPU (the model is the bottleneck), up to 8 on GPU."
     return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
 # %% ../nbs/00_data.ipynb #cc630747
@@ -285,14 +298,15 @@ class ImageCache:
             if self.keep: self.store[path] = x
         return TensorImage(x)
     def fill(self, paths)->ImageCache:
-        "Decode every file of `paths` not yet stored, in parallel threads (PIL releases the GIL), and keep them on `device`."
+        "Decode every file of `paths` not yet stored, in threads (PIL releases the GIL), and keep them on `device`."
         todo = [p for p in dict.fromkeys(paths) if p not in self.store]
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
             self.store.update((p, x.to(self.device)) for p, x in zip(todo, ex.map(self.load, todo)))
         return self
     def fits(self, n:int, share:float=0.5)->bool:
         "Whether `n` more images take under `share` of the free memory of `device` (RAM for the CPU)."
-        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == 'cuda' else psutil.virtual_memory().available
+        if self.device.type == 'cuda': free = torch.cuda.mem_get_info(self.device)[0]
+        else: free = psutil.virtual_memory().available
         return n*3*self.px**2 < share*free
 
 # %% ../nbs/00_data.ipynb #6d472c16
@@ -301,11 +315,12 @@ def image_cache(px:int, device:torch.device=torch.device('cpu'))->ImageCache:
     "The process-wide cache of images at `px` on `device` (the last two kept)."
     return ImageCache(px, device)
 
+# %% ../nbs/00_data.ipynb #9dcb2b9a
 def cached_images(paths, # images to decode and keep
                   px:int, # their size
                   device, # where batches go
                  )->ImageCache|None:
-    "The cache at `px` filled with `paths`: beside a GPU in its memory if a quarter of it holds them, else in RAM if half does."
+    "The cache at `px` filled with `paths`: in GPU memory if a quarter of it holds them, else in RAM if half does."
     device = torch.device(device)
     if device.type == 'cuda' and device.index is None: device = torch.device('cuda', torch.cuda.current_device())
     for dev, share in ([(device, 0.25)] if device.type == 'cuda' else []) + [(torch.device('cpu'), 0.5)]:
@@ -323,7 +338,7 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             num_workers:int|None=None, # None: none for cached images, else `default_workers()`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
-            cache:bool=True, # decode each image once and keep it (`cached_images`): train and valid now, test on first use
+            cache:bool=True, # decode each image once and keep it (`cached_images`): train/valid now, test on first use
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
     device = torch.device(default_device() if device is None else device)
@@ -379,7 +394,8 @@ def plot_samples(df:pd.DataFrame, n:int=6, seed:int=0, save_to=None):
 def plot_sizes(df:pd.DataFrame, save_to=None):
     "Histograms of image width and height."
     fig, axs = plt.subplots(1, 2, figsize=(7, 2.6))
-    for ax, col in zip(axs, ('width', 'height')): ax.hist(df[col], bins=30); ax.set(title=f'image {col} (px)', ylabel='images')
+    for ax, col in zip(axs, ('width', 'height')):
+        ax.hist(df[col], bins=30); ax.set(title=f'image {col} (px)', ylabel='images')
     return save_fig(fig, save_to)
 
 # %% ../nbs/00_data.ipynb #c8c7ddf4
@@ -409,6 +425,7 @@ def explore(spec:str='elpv', # dataset spec
     if figures and not all((figs/n).exists() for n in names):
         plot_class_distribution(df, figs/'class_distribution.png'); plot_samples(df, save_to=figs/'samples.png')
         plot_sizes(df, save_to=figs/'image_sizes.png')
-        plot_augmentations(get_dls(df, size=128, bs=8, augs=default_augs(spec), cache=False), save_to=figs/'augmentations.png')
+        dls = get_dls(df, size=128, bs=8, augs=default_augs(spec), cache=False)
+        plot_augmentations(dls, save_to=figs/'augmentations.png')
         plt.close('all')
     return df, stats

@@ -17,8 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
 from .core import ALPHA, PROBA_KIND, PROBA_LEVELS, autocast, eval_mode, positive_class, proba_level, save_fig
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss, matthews_corrcoef,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
+                             matthews_corrcoef, precision_recall_fscore_support, roc_auc_score)
 
 # %% auto #0
 __all__ = ['FIT_VERDICTS', 'flips', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise',
@@ -44,31 +44,35 @@ def flips(x:torch.Tensor, # (B, C, H, W) images
     views = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
     return views + [v.transpose(2, 3) for v in views] if n == 8 else views
 
+# %% ../nbs/03_evaluate.ipynb #65ef0371
 def predict(model:torch.nn.Module, # any classifier returning logits of shape (B, C)
             dl, # iterable of (x, y) batches, e.g. a fastai or PyTorch DataLoader
             tta:int=1, # views per image whose probabilities are averaged (`flips`): 1, 4 or 8
            )->tuple: # (probs (N, C) float64, targets (N,) int64), in the order of `dl`
     "Softmax probabilities and integer targets of `model` over the batches of `dl`, averaged over `tta` flipped views."
-    if tta not in (1, 4, 8): raise ValueError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
+    if tta not in (1, 4, 8):
+        raise ValueError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
     dev, probs, targs = _device(model), [], []
     with torch.inference_mode(), autocast(dev), eval_mode(model):
         for xb, yb in dl:
             probs.append(torch.stack([model(v).double().softmax(1) for v in flips(_plain(xb).to(dev), tta)]).mean(0))
             targs.append(_plain(yb).long())
-    if not probs: raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
+    if not probs:
+        raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
     return torch.cat(probs).cpu().numpy(), torch.cat([t.to(dev) for t in targs]).cpu().numpy()
 
 # %% ../nbs/03_evaluate.ipynb #779d90e0
 def _check_probs(y_true, probs, classes):
     "Raise a clear error when `y_true`, `probs` and `classes` do not fit together."
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"probs has shape {probs.shape} but there are {len(classes)} classes; pass an (N, {len(classes)}) "
-                         "array of class probabilities.")
+        raise ValueError(f"probs has shape {probs.shape} but there are {len(classes)} classes; "
+                         f"pass an (N, {len(classes)}) array of class probabilities.")
     if len(y_true) != len(probs):
-        raise ValueError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; pass targets and probabilities "
-                         "of the same test images.")
+        raise ValueError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; "
+                         "pass targets and probabilities of the same test images.")
     if len(y_true) and (y_true.min() < 0 or y_true.max() >= len(classes)):
-        raise ValueError(f"y_true holds class indices outside 0..{len(classes)-1}; pass integer indices into `classes`.")
+        raise ValueError(f"y_true holds class indices outside 0..{len(classes)-1}; "
+                         "pass integer indices into `classes`.")
 
 # %% ../nbs/03_evaluate.ipynb #955eb8d2
 def _roc_auc(y_true, probs, classes, pos_label) -> float:
@@ -201,10 +205,11 @@ def compare(name_a:str, # first model
             alpha:float=ALPHA, # significance level, and 1 - confidence level
             seed:int=0, # seed of the resampling
            )->dict:
-    "Facts of comparing two models' test accuracy: difference, paired bootstrap interval, McNemar counts, p, significance."
+    "Facts of comparing two models' test accuracy: difference, paired bootstrap interval, McNemar test, significance."
     a, b = _result(res, name_a), _result(res, name_b)
     if not np.array_equal(a['y_true'], b['y_true']):
-        raise ValueError(f"{name_a} and {name_b} were not evaluated on the same test images; evaluate both on the one test split.")
+        raise ValueError(f"{name_a} and {name_b} were not evaluated on the same test images; "
+                         "evaluate both on the one test split.")
     m = mcnemar_exact(a['y_true'], a['y_pred'], b['y_pred'])
     _, lo, hi = bootstrap_ci(a['y_true'], np.stack([a['y_pred'], b['y_pred']], 1), acc_diff_rows, n_boot, alpha, seed)
     return dict(model_a=name_a, model_b=name_b, n=len(a['y_true']), acc_a=float(m['acc_a']), acc_b=float(m['acc_b']),
@@ -216,8 +221,8 @@ def _check_aligned(df:pd.DataFrame, *arrays):
     "Raise a clear error when `df` and the label arrays differ in length."
     for a in arrays:
         if len(a) != len(df):
-            raise ValueError(f"The table has {len(df)} rows but the labels have {len(a)} items; pass the test rows in the same "
-                             "order as the predictions.")
+            raise ValueError(f"The table has {len(df)} rows but the labels have {len(a)} items; "
+                             "pass the test rows in the same order as the predictions.")
 
 # %% ../nbs/03_evaluate.ipynb #f086ef76
 def slice_metrics(df:pd.DataFrame, # test rows, in the order of the predictions
@@ -245,12 +250,13 @@ def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert prob
     p = df[col].to_numpy(float)
     k = proba_level(p)
     if (k < 0).any():
-        raise ValueError(f"Column {col!r} holds {p[k < 0][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); pass ELPV test rows.")
+        raise ValueError(f"Column {col!r} holds {p[k < 0][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); "
+                         "pass ELPV test rows.")
     err = np.asarray(y_true) != np.asarray(y_pred)
     n, e = np.bincount(k, minlength=4), np.bincount(k, weights=err, minlength=4).astype(int)
     with np.errstate(invalid='ignore'): rate = e / n
-    return pd.DataFrame(dict(n=n, errors=e, error_rate=rate, share_of_errors=e / max(e.sum(), 1), kind=list(PROBA_KIND.values())),
-                        index=pd.Index(list(PROBA_LEVELS), name=col))
+    return pd.DataFrame(dict(n=n, errors=e, error_rate=rate, share_of_errors=e / max(e.sum(), 1),
+                             kind=list(PROBA_KIND.values())), index=pd.Index(list(PROBA_LEVELS), name=col))
 
 # %% ../nbs/03_evaluate.ipynb #856f89f4
 FIT_VERDICTS = ('over-fitting', 'mild over-fitting', 'noisy', 'under-fitting', 'good fit')
@@ -265,8 +271,9 @@ def fit_facts(h:pd.DataFrame, # history of one run: one row per epoch
     verdict = FIT_VERDICTS[0 if gap > tol and rising else 1 if gap > tol else 2 if rising
                            else 3 if last.valid_loss <= vmin else 4]
     tail = h.valid_loss.tail(k)
-    return dict(last_epoch=int(last.epoch), train_accuracy=float(last.train_accuracy), valid_accuracy=float(last.valid_accuracy),
-                gap=gap, train_loss=float(last.train_loss), valid_loss=float(last.valid_loss), valid_loss_min=vmin,
+    return dict(last_epoch=int(last.epoch), train_accuracy=float(last.train_accuracy),
+                valid_accuracy=float(last.valid_accuracy), gap=gap, train_loss=float(last.train_loss),
+                valid_loss=float(last.valid_loss), valid_loss_min=vmin,
                 min_epoch=int(h.epoch[h.valid_loss.idxmin()]), rising=rising, spread=float(tail.max() - tail.min()),
                 spread_epochs=len(tail), verdict=verdict)
 
@@ -288,6 +295,7 @@ def _epoch_axis(ax, ylabel:str, title:str):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=.3)
 
+# %% ../nbs/03_evaluate.ipynb #3fb7e8da
 def _lines(ax, histories:dict, col:str, label, **kwargs):
     "One line per history: column `col` against the epoch, coloured by model, labelled by `label(name)`."
     colours = _colours(histories)

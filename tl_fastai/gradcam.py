@@ -62,6 +62,7 @@ def cam_from(act:torch.Tensor, # (B, K, h, w) activations of the layer
     "Raw Grad-CAM maps (B, h, w): ReLU of the activations weighted by their spatially averaged gradients."
     return F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1))
 
+# %% ../nbs/04_gradcam.ipynb #7c892aa9
 def norm_maps(cam:torch.Tensor, # (B, H, W) maps
              )->torch.Tensor:
     "Scale each map to [0, 1] by its min and max; a constant map (e.g. all zero) becomes zeros, not NaN."
@@ -69,6 +70,7 @@ def norm_maps(cam:torch.Tensor, # (B, H, W) maps
     rng = hi - lo
     return (cam - lo) / torch.where(rng > 0, rng, torch.ones_like(rng))
 
+# %% ../nbs/04_gradcam.ipynb #62784c61
 def upscale(cam:torch.Tensor, # (B, h, w) raw maps
             size, # (H, W) output size
            )->torch.Tensor:
@@ -101,6 +103,7 @@ def denorm(img:torch.Tensor, # (3, H, W) normalised image
     m, s = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
     return (img.detach().cpu().float() * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
 
+# %% ../nbs/04_gradcam.ipynb #50a1763d
 def overlay(img:torch.Tensor, # (3, H, W) normalised image
             cam, # (H, W) map in [0, 1]
             mean, # per-channel mean used for normalisation
@@ -120,6 +123,7 @@ def case_title(row)->str:
              f"from {row['source']} set" if row.get('source', 'test') != 'test' else None]
     return '\n'.join(p for p in parts if p)
 
+# %% ../nbs/04_gradcam.ipynb #ce6bedd0
 def cam_figure(cases:pd.DataFrame, # one row per case (e.g. from `select_cases`): label, pred, prob, metadata
                imgs:torch.Tensor, # (N, 3, H, W) normalised images in the order of `cases`
                cams:torch.Tensor, # (N, H, W) Grad-CAM maps
@@ -291,6 +295,7 @@ def busbar_rows(img, # (3, H, W) or (H, W) image, any scale
     peaks, prom = peaks[keep], props['prominences'][keep]
     return sorted(((peaks[np.argsort(-prom)[:n]] + 0.5) / h).tolist())
 
+# %% ../nbs/04_gradcam.ipynb #48423dd9
 def region_masks(h:int, w:int, # map size
                  border:float=0.1, # width of the border band (fraction of the side)
                  busbars=(), # busbar rows (fractions of the height)
@@ -304,6 +309,7 @@ def region_masks(h:int, w:int, # map size
         masks['busbars'] = np.broadcast_to((abs(r - np.asarray(busbars)[None]) < band).any(1, keepdims=True), (h, w))
     return masks
 
+# %% ../nbs/04_gradcam.ipynb #6a62f9f7
 REGIONS = ('central_box', 'border_band', 'busbars')
 
 def heat_shares(cam, # (H, W) map

@@ -29,6 +29,7 @@ def offline_choices()->list:
     "Architectures that work without internet: the `OFFLINE_WEIGHTS` keys and 'scratch_cnn'."
     return [*OFFLINE_WEIGHTS, 'scratch_cnn']
 
+# %% ../nbs/01_models.ipynb #bd0fc062
 def offline_weights_file(arch:str, # a key of `OFFLINE_WEIGHTS`
                         )->Path:
     "Path of the ImageNet weights file that the registry package of `arch` ships."
@@ -65,6 +66,7 @@ def _check_timm_arch(arch:str):
         raise ValueError(f"Unknown architecture {arch!r}: use 'scratch_cnn' or a name from timm.list_models() "
                          f"(offline choices: {offline_choices()}).")
 
+# %% ../nbs/01_models.ipynb #f6404505
 def pretrained_model(arch:str='tf_efficientnet_lite0', # timm model name
                     )->nn.Module:
     "Full timm ImageNet model (1000-class head) in eval mode; `OFFLINE_WEIGHTS` archs load without internet."
@@ -91,6 +93,7 @@ def conv_block(ni:int, # input channels
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf),
                          nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
+# %% ../nbs/01_models.ipynb #b04e7fa6
 def _kaiming_init(m:nn.Module):
     "Kaiming-normal (fan-out, ReLU) for convolutions, identity for BatchNorm."
     if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -139,6 +142,7 @@ def create_model(arch:str, # timm model name or 'scratch_cnn'
         model.drop_rate = drop_rate
     return model.train()
 
+# %% ../nbs/01_models.ipynb #270fde68
 def norm_stats(arch:str, # timm model name or 'scratch_cnn'
               )->tuple|None:
     "(mean, std) the pretrained weights of `arch` expect; None for 'scratch_cnn' (use training-split statistics)."
@@ -156,14 +160,15 @@ def _feature_map_module(model:nn.Module)->nn.Module:
     if not cfg.get('fixed_input_size'): h = w = 64  # small probe, unless the model needs its own size
     p = next(model.parameters())
     outs = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.setdefault(n, o)) for n, m in model.named_modules() if n]
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.setdefault(n, o))
+             for n, m in model.named_modules() if n]
     try:
         with torch.no_grad(), eval_mode(model): fmap = model.forward_features(torch.zeros(1, c, h, w, device=p.device))
     finally:
         for hk in hooks: hk.remove()
     if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
-        raise ValueError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, so there "
-                         "is no default Grad-CAM layer: pass one explicitly.")
+        raise ValueError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, "
+                         "so there is no default Grad-CAM layer: pass one explicitly.")
     return next(m for n, m in model.named_modules() if outs.get(n) is fmap)
 
 def cam_layer(model:nn.Module, # a `ScratchCNN` or a timm CNN
@@ -171,8 +176,8 @@ def cam_layer(model:nn.Module, # a `ScratchCNN` or a timm CNN
     "Default Grad-CAM layer: the last convolutional feature map before global pooling."
     if isinstance(model, ScratchCNN): return model.features[-1]
     if hasattr(model, 'forward_features'): return _feature_map_module(model)
-    raise TypeError(f"No default Grad-CAM layer for a {type(model).__name__}: it is neither a ScratchCNN nor a timm model "
-                    "with forward_features; pass the layer explicitly.")
+    raise TypeError(f"No default Grad-CAM layer for a {type(model).__name__}: it is neither a ScratchCNN "
+                    "nor a timm model with forward_features; pass the layer explicitly.")
 
 # %% ../nbs/01_models.ipynb #aca1a23d
 def stages(model:nn.Module, # a `ScratchCNN` or a timm model
@@ -185,6 +190,7 @@ def stages(model:nn.Module, # a `ScratchCNN` or a timm model
     named = dict(model.named_parameters())
     return [[named[n] for n in names] for names in group_parameters(model, model.group_matcher(coarse=True)).values()]
 
+# %% ../nbs/01_models.ipynb #b45c8dfa
 def param_groups(model:nn.Module, # a `ScratchCNN` or a timm model
                  keep_frozen:int=0, # leading stages left out (the caller keeps them frozen for the whole run)
                 )->list:

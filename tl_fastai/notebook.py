@@ -18,71 +18,74 @@ from .study import StudyConfig
 
 # %% auto #0
 __all__ = ['INTRO', 'PREPROC', 'SCRATCH_MD', 'PIP_SPEC', 'SECTIONS', 'IMPORTS', 'lr_rationale', 'colab_cell', 'study_call',
-           'Section', 'notebook_cells', 'build_notebook', 'NotebookError', 'notebook_errors', 'execute_notebook']
+           'Section', 'notebook_cells', 'build_notebook', 'NotebookError', 'execute_notebook', 'notebook_errors']
 
 # %% ../nbs/07_notebook.ipynb #61b44bef
-INTRO = """**Dataset: ELPV** (Buerhop-Lutz et al.; Deitsch et al. 2019): electroluminescence images of single solar cells, 300×300 px
-greyscale, cut from 44 modules. It is a real industrial inspection task — finding cracks, broken fingers and inactive regions
-that cost power output — and it ships as a Python package, so the study runs offline. Each image carries an **expert defect
-probability** (0, 1/3, 2/3, 1) and the **cell type** (mono/poly): we label a cell *defective* when the probability is ≥ 0.5,
-and keep the probability to tell *ambiguous labels* (1/3, 2/3) from genuine model failures in the error analysis. The classes
-are imbalanced (section 2 gives the counts).
+INTRO = """**Dataset: ELPV** (Buerhop-Lutz et al.; Deitsch et al. 2019): electroluminescence images of single solar
+cells, 300×300 px greyscale, cut from 44 modules. It is a real industrial inspection task — finding cracks, broken
+fingers and inactive regions that cost power output — and it ships as a Python package, so the study runs offline. Each
+image carries an **expert defect probability** (0, 1/3, 2/3, 1) and the **cell type** (mono/poly): we label a cell
+*defective* when the probability is ≥ 0.5, and keep the probability to tell *ambiguous labels* (1/3, 2/3) from genuine
+model failures in the error analysis. The classes are imbalanced (section 2 gives the counts).
 
-**Research on pretrained models.** Three ImageNet backbones are candidates, measured in the table below on this machine's CPU
-(random weights, batch 8 at the study's image size; top-1 is the published value): EfficientNet-Lite0, ResNet-34 and
-ConvNeXt-T. We choose **EfficientNet-Lite0**: the fewest parameters and MACs (fast enough to fine-tune on a CPU, and little
-capacity to over-fit a couple of thousand training images), ReLU6 and no squeeze-excitation so it quantises and deploys well
-on inspection hardware, and its weights are available offline. ConvNeXt-T would be the accuracy upgrade on a GPU; ResNet-34 is
-the classic reference.
+**Research on pretrained models.** Three ImageNet backbones are candidates, measured in the table below on this
+machine's CPU (random weights, batch 8 at the study's image size; top-1 is the published value): EfficientNet-Lite0,
+ResNet-34 and ConvNeXt-T. We choose **EfficientNet-Lite0**: the fewest parameters and MACs (fast enough to fine-tune on
+a CPU, and little capacity to over-fit a couple of thousand training images), ReLU6 and no squeeze-excitation so it
+quantises and deploys well on inspection hardware, and its weights are available offline. ConvNeXt-T would be the
+accuracy upgrade on a GPU; ResNet-34 is the classic reference.
 
-**Transfer strategy.** The ImageNet head is replaced by a new head for our classes. With `freeze_epochs` > 0 the body is first
-frozen and only the head trains, so random head gradients cannot wreck the pretrained features; `keep_frozen` keeps the stem and
-first blocks frozen for the whole run (the `cpu` preset does this instead of a head-only phase, which it measured to cost more
-than it gave). The trainable layers learn with discriminative learning rates (the body at `lr / lr_mult`, the head at `lr`;
-`lr_mult` is in the reproducibility table) under a one-cycle schedule. The scratch CNN trains for the **same total number of
-epochs** with the same optimizer, learning rate, split and augmentation.
+**Transfer strategy.** The ImageNet head is replaced by a new head for our classes. With `freeze_epochs` > 0 the body is
+first frozen and only the head trains, so random head gradients cannot wreck the pretrained features; `keep_frozen`
+keeps the stem and first blocks frozen for the whole run (the `cpu` preset does this instead of a head-only phase, which
+it measured to cost more than it gave). The trainable layers learn with discriminative learning rates (the body at
+`lr / lr_mult`, the head at `lr`; `lr_mult` is in the reproducibility table) under a one-cycle schedule. The scratch CNN
+trains for the **same total number of epochs** with the same optimizer, learning rate, split and augmentation.
 
-**Metrics.** Accuracy alone hides the rare class, so we report macro precision, recall and F1 (the best epoch is picked on
-validation macro F1), per-class recall, balanced accuracy, ROC-AUC and the confusion matrix, all on one held-out test split.
-Accuracy and F1 get 95% bootstrap intervals, and paired models are compared with McNemar's exact test, because a few test images
-can flip a ranking."""
+**Metrics.** Accuracy alone hides the rare class, so we report macro precision, recall and F1 (the best epoch is picked
+on validation macro F1), per-class recall, balanced accuracy, ROC-AUC and the confusion matrix, all on one held-out test
+split. Accuracy and F1 get 95% bootstrap intervals, and paired models are compared with McNemar's exact test, because a
+few test images can flip a ranking."""
 
-PREPROC = """**Preprocessing.** The ELPV images are 8-bit greyscale; they are converted to 3-channel RGB (the channel replicated) so
-ImageNet backbones accept them. fastai *presizing* resizes each image once on the CPU to a larger size and then applies all
-augmentation plus the final resize in one GPU-friendly step, so interpolation happens once. Pixels are normalised on the batch
-with the backbone's own statistics (mean = std = 0.5 for the Lite0 TF port); the scratch CNN uses the training split's mean and
-std. The split is stratified 70/15/15 and seeded, written once to `split.csv` and shared by every model.
+PREPROC = """**Preprocessing.** The ELPV images are 8-bit greyscale; they are converted to 3-channel RGB (the channel
+replicated) so ImageNet backbones accept them. fastai *presizing* resizes each image once on the CPU to a larger size
+and then applies all augmentation plus the final resize in one GPU-friendly step, so interpolation happens once. Pixels
+are normalised on the batch with the backbone's own statistics (mean = std = 0.5 for the Lite0 TF port); the scratch CNN
+uses the training split's mean and std. The split is stratified 70/15/15 and seeded, written once to `split.csv` and
+shared by every model.
 
-**Augmentation.** A solar cell has no canonical orientation, so horizontal and vertical flips and 90° rotations (the dihedral
-group) create valid new cells; brightness/contrast changes mimic different EL exposure. No colour jitter (the images are
-greyscale) and no free rotation or warping: the busbars and cell edges are axis-aligned and a tilted cell never occurs in the
-production line, while a warped crack could look like a different defect."""
+**Augmentation.** A solar cell has no canonical orientation, so horizontal and vertical flips and 90° rotations (the
+dihedral group) create valid new cells; brightness/contrast changes mimic different EL exposure. No colour jitter (the
+images are greyscale) and no free rotation or warping: the busbars and cell edges are axis-aligned and a tilted cell
+never occurs in the production line, while a warped crack could look like a different defect."""
 
-SCRATCH_MD = """The comparison model is a plain CNN of four blocks (3×3 convolution, BatchNorm, ReLU, 2×2 max-pooling; 32→64→128→256
-channels), global average pooling, dropout and one linear layer, with Kaiming initialisation. Four poolings give a receptive
-field large enough for cracks spanning a cell at the study size, BatchNorm lets it train at the baseline's learning rate, and
-global pooling keeps the head tiny. It uses the same optimizer, learning rate, split, augmentation and total epochs as the
-pretrained runs (no frozen phase: nothing is pretrained)."""
+SCRATCH_MD = """The comparison model is a plain CNN of four blocks (3×3 convolution, BatchNorm, ReLU, 2×2 max-pooling;
+32→64→128→256 channels), global average pooling, dropout and one linear layer, with Kaiming initialisation. Four
+poolings give a receptive field large enough for cracks spanning a cell at the study size, BatchNorm lets it train at
+the baseline's learning rate, and global pooling keeps the head tiny. It uses the same optimizer, learning rate, split,
+augmentation and total epochs as the pretrained runs (no frozen phase: nothing is pretrained)."""
 
 # %% ../nbs/07_notebook.ipynb #c2904d35
 def lr_rationale(cfg:StudyConfig)->str:
     "Why the swept parameter and its values (specific for the learning rate)."
     vals = ', '.join(fmt_value(v) for v in cfg.values)
     if cfg.param == 'lr':
-        return (f"**Why the learning rate, log-spaced ({vals}).** In fine-tuning the learning rate decides how far the pretrained "
-                "weights move: too low and the new head barely learns in a few epochs, too high and the ImageNet features are "
-                "destroyed. Its effect is multiplicative, so the values are a factor of 10 apart (log spacing) around the baseline "
-                f"{cfg.lr:g}; linear steps would test nearly the same setting three times. Everything else stays as in the baseline.")
-    return (f"**Why {cfg.param} ({vals}).** The three values span the useful range of {cfg.param} for this model; everything "
-            "else stays as in the baseline, so any difference is due to this parameter alone.")
+        return (f"**Why the learning rate, log-spaced ({vals}).** In fine-tuning the learning rate decides how far the "
+                "pretrained weights move: too low and the new head barely learns in a few epochs, too high and the "
+                "ImageNet features are destroyed. Its effect is multiplicative, so the values are a factor of 10 apart "
+                f"(log spacing) around the baseline {cfg.lr:g}; linear steps would test nearly the same setting three "
+                "times. Everything else stays as in the baseline.")
+    return (f"**Why {cfg.param} ({vals}).** The three values span the useful range of {cfg.param} for this model; "
+            "everything else stays as in the baseline, so any difference is due to this parameter alone.")
 
 # %% ../nbs/07_notebook.ipynb #9fd753ca
 PIP_SPEC = 'tl_fastai @ git+https://github.com/tl-fastai/tl_fastai'
 
 def colab_cell(out:str)->str:
     "Source of the first code cell: Colab install and Drive option, device, the study folder."
-    return f'''# Colab: install the package and optionally keep the study folder on Google Drive (a disconnect then loses nothing).
-import sys, subprocess
+    return ("# Colab: install the package and optionally keep the study folder on Google Drive (a disconnect then "
+            "loses nothing).\n"
+            f'''import sys, subprocess
 PIP_SPEC = {PIP_SPEC!r}
 USE_DRIVE = False  # Colab only: True puts OUT on Google Drive
 OUT = {out!r}
@@ -95,8 +98,9 @@ if IN_COLAB:
         OUT = '/content/drive/MyDrive/tl_fastai/' + OUT.rstrip('/').split('/')[-1]
 import torch
 print('Device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU', '| study folder:', OUT)
-%matplotlib inline'''
+%matplotlib inline''')
 
+# %% ../nbs/07_notebook.ipynb #19e292d5
 def study_call(cfg:StudyConfig)->str:
     "`StudyConfig(...)` source with every field of `cfg` but `out` (set from OUT) and `force`."
     kw = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ('out', 'force')}
@@ -110,41 +114,47 @@ class Section:
     title:str
     cells:Callable # StudyConfig -> list of nbformat cells
 
+# %% ../nbs/07_notebook.ipynb #127c5ebb
 def _fig(*names)->str: return '\n'.join(f"display(Image(filename=str(out/'figures'/{n!r})))" for n in names)
 
 def _intro(cfg:StudyConfig)->list:
-    note = '' if cfg.dataset == 'elpv' else (f"\n\n*This notebook runs on dataset `{cfg.dataset}`; the ELPV-specific remarks "
-                                              "apply to the default dataset.*")
+    note = '' if cfg.dataset == 'elpv' else (f"\n\n*This notebook runs on dataset `{cfg.dataset}`; the ELPV-specific "
+                                              "remarks apply to the default dataset.*")
     return [md(INTRO + note),
-            code(f"report.model_choice_table(size=StudyConfig(preset={cfg.preset!r}, size={cfg.size!r}).resolved().size)"),
-            md(lr_rationale(cfg) + "\n\n**Plan.** (1) explore and split the data; (2) fine-tune the baseline; (3) sweep one "
-               "hyperparameter over three values; (4) train the scratch CNN for the same epochs; (5) evaluate every best "
-               "checkpoint on the test split; (6) explain the baseline with Grad-CAM; (7) compare; (8) conclude. The next cell "
-               "runs all of it (finished runs are re-used; in a fresh Colab it trains everything, logging to TensorBoard and "
-               "checkpointing every epoch)."),
+            code(f"report.model_choice_table(size=StudyConfig(preset={cfg.preset!r}, "
+                 f"size={cfg.size!r}).resolved().size)"),
+            md(lr_rationale(cfg) + "\n\n**Plan.** (1) explore and split the data; (2) fine-tune the baseline; "
+               "(3) sweep one hyperparameter over three values; (4) train the scratch CNN for the same epochs; "
+               "(5) evaluate every best checkpoint on the test split; (6) explain the baseline with Grad-CAM; "
+               "(7) compare; (8) conclude. The next cell runs all of it (finished runs are re-used; in a fresh Colab "
+               "it trains everything, logging to TensorBoard and checkpointing every epoch)."),
             code(f"res = run_study({study_call(cfg)})\nout = Path(OUT)")]
 
 def _data(cfg:StudyConfig)->list:
     return [md("Dataset statistics (from `data_stats.json`) and the split:"),
             code("display(report.data_table(res))\nreport.split_table(res)"),
             code(_fig('class_distribution.png', 'samples.png', 'image_sizes.png')), md(PREPROC),
-            code("print('augmentation:', default_augs(res['config']['dataset']) or 'fastai defaults')\n" + _fig('augmentations.png'))]
+            code("print('augmentation:', default_augs(res['config']['dataset']) or 'fastai defaults')\n"
+                 + _fig('augmentations.png'))]
 
 def _baseline(cfg:StudyConfig)->list:
-    return [md("The pretrained backbone with a new head, body frozen for the first epoch(s) if `freeze_epochs` > 0, then fine-tuned "
-               "with discriminative learning rates; every epoch is logged to TensorBoard (`%load_ext tensorboard`, "
-               "`%tensorboard --logdir` on the study folder) and checkpointed. The baseline configuration:"),
+    return [md("The pretrained backbone with a new head, body frozen for the first epoch(s) if `freeze_epochs` > 0, "
+               "then fine-tuned with discriminative learning rates; every epoch is logged to TensorBoard "
+               "(`%load_ext tensorboard`, `%tensorboard --logdir` on the study folder) and checkpointed. "
+               "The baseline configuration:"),
             code("report.config_table(res, ['baseline_pretrained'])"), code("Markdown(report.plan_text(res))"),
             code(_fig('lr_find.png') + "\nMarkdown(report.lr_text(res))"),
-            code("hist = report.history(out, 'baseline_pretrained')\ndisplay(hist)\nplot_curves({'baseline_pretrained': hist})"),
+            code("hist = report.history(out, 'baseline_pretrained')\ndisplay(hist)\n"
+                 "plot_curves({'baseline_pretrained': hist})"),
             code("runs_table(res, ['baseline_pretrained'])"), code("Markdown(report.baseline_text(res))")]
 
 def _tuning(cfg:StudyConfig)->list:
-    return [md(lr_rationale(cfg) + " The variant that wins on the *validation* macro F1 is selected; the test set is only used to "
-               "report it."),
-            code("display(report.config_table(res, report.variant_names(res)).loc[[res['config']['param'], 'epochs', 'size']])\n"
-                 + _fig('sweep.png')),
-            code("runs_table(res, ['baseline_pretrained', *report.variant_names(res)])"), code("Markdown(report.tuning_text(res))")]
+    return [md(lr_rationale(cfg) + " The variant that wins on the *validation* macro F1 is selected; the test set is "
+               "only used to report it."),
+            code("display(report.config_table(res, report.variant_names(res))"
+                 ".loc[[res['config']['param'], 'epochs', 'size']])\n" + _fig('sweep.png')),
+            code("runs_table(res, ['baseline_pretrained', *report.variant_names(res)])"),
+            code("Markdown(report.tuning_text(res))")]
 
 def _scratch(cfg:StudyConfig)->list:
     return [md(SCRATCH_MD),
@@ -154,26 +164,32 @@ def _scratch(cfg:StudyConfig)->list:
             code("runs_table(res, ['baseline_pretrained', 'cnn_scratch'])"), code("Markdown(report.scratch_text(res))")]
 
 def _gradcam(cfg:StudyConfig)->list:
-    return [md("Grad-CAM (hand-written with forward/backward hooks on the last convolutional feature map) weights each channel by "
-               "its mean gradient for the predicted class. Each case below is an image of the explained model, chosen for a reason "
-               "(its *kind*), with a caption made from the map's facts."),
+    return [md("Grad-CAM (hand-written with forward/backward hooks on the last convolutional feature map) weights each "
+               "channel by its mean gradient for the predicted class. Each case below is an image of the explained "
+               "model, chosen for a reason (its *kind*), with a caption made from the map's facts."),
             code("cases = pd.read_csv(out/'gradcam_cases.csv')\nfor i, r in cases.iterrows():\n"
                  "    display(Image(filename=str(out/'figures'/'gradcam'/r.figure)))\n"
                  "    display(Markdown(f'**Case {i+1}: {r.kind}.** ' + report.case_caption(r)))"),
-            md("**Misclassified cases.** For each error: the expert label certainty, the model's confidence, whether the highlighted "
-               "region drives the decision (ROAD check against random maps) and which image structures are over-weighted."),
-            code("errors = cases[cases.label != cases.pred]\ndisplay(errors.drop(columns=['figure'], errors='ignore'))\n"
-                 "for i, r in errors.iterrows(): display(Markdown(f'**Case {i+1} ({r.kind}).** ' + report.case_analysis(r)))"),
+            md("**Misclassified cases.** For each error: the expert label certainty, the model's confidence, whether "
+               "the highlighted region drives the decision (ROAD check against random maps) and which image structures "
+               "are over-weighted."),
+            code("errors = cases[cases.label != cases.pred]\n"
+                 "display(errors.drop(columns=['figure'], errors='ignore'))\n"
+                 "for i, r in errors.iterrows(): "
+                 "display(Markdown(f'**Case {i+1} ({r.kind}).** ' + report.case_analysis(r)))"),
             code("for name, table in report.error_tables(res, out).items():\n"
                  "    print(f'Test errors of {res[\"config\"][\"explain\"]} by {name}:')\n    display(table)"),
-            code("display(heat_summary(cases))\ncases[['kind', 'p_orig', 'morf_cam', 'lerf_cam', 'road_cam', 'road_random', 'road_faithful']]"),
+            code("display(heat_summary(cases))\n"
+                 "cases[['kind', 'p_orig', 'morf_cam', 'lerf_cam', 'road_cam', 'road_random', 'road_faithful']]"),
             code("Markdown(report.gradcam_text(res, out))")]
 
 def _comparison(cfg:StudyConfig)->list:
-    return [md("All models on the same test images, each at its best validation epoch; the last two rows are extra models made "
-               "from the pretrained runs (test-time augmentation, ensemble), never in place of the plain numbers:"),
+    return [md("All models on the same test images, each at its best validation epoch; the last two rows are extra "
+               "models made from the pretrained runs (test-time augmentation, ensemble), never in place of the plain "
+               "numbers:"),
             code("pd.read_csv(out/'test_metrics.csv', index_col=0).round(3)"),
-            md("The best pretrained model is chosen on the validation set among the pretrained runs and the two extra models:"),
+            md("The best pretrained model is chosen on the validation set among the pretrained runs and the two extra "
+               "models:"),
             code("display(report.models_table(res))\nMarkdown(report.best_text(res))"),
             code(_fig('training_curves.png', 'confusion_matrices.png', 'test_metrics.png')),
             code("for c in res['comparisons'].values(): print(report.compare_text(c))"),
@@ -181,7 +197,8 @@ def _comparison(cfg:StudyConfig)->list:
 
 def _conclusions(cfg:StudyConfig)->list:
     return [code("Markdown(report.conclusion_text(res, out))"),
-            md("**Reproducibility.** Seed, versions, hardware, split and every hyperparameter, filled in from `study.json`:"),
+            md("**Reproducibility.** Seed, versions, hardware, split and every hyperparameter, filled in from "
+               "`study.json`:"),
             code("print(report.repro_text(res))\nreport.config_table(res)")]
 
 SECTIONS = [Section("1. Introduction and Plan", _intro), Section("2. Data Exploration and Preprocessing", _data),
@@ -200,17 +217,20 @@ def notebook_cells(cfg:StudyConfig=StudyConfig(), # the study the notebook runs 
                   )->list:
     "The nbformat v4 cells of the submission notebook: title, set-up, then each of `SECTIONS` under its heading."
     title = md("# Transfer learning for solar-cell defect detection (ELPV) with fastai and timm\n\n"
-               "One notebook, eight sections: plan, data, pretrained baseline, learning-rate sweep, scratch CNN, Grad-CAM and error "
-               "analysis, comparison, conclusions. Every number in the prose is generated from the saved results.")
-    return [title, code(colab_cell(cfg.out)), code(IMPORTS), *(c for s in SECTIONS for c in [md(f"## {s.title}"), *s.cells(cfg)])]
+               "One notebook, eight sections: plan, data, pretrained baseline, learning-rate sweep, scratch CNN, "
+               "Grad-CAM and error analysis, comparison, conclusions. Every number in the prose is generated from the "
+               "saved results.")
+    return [title, code(colab_cell(cfg.out)), code(IMPORTS),
+            *(c for s in SECTIONS for c in [md(f"## {s.title}"), *s.cells(cfg)])]
 
 # %% ../nbs/07_notebook.ipynb #87213539
 def build_notebook(path='notebook.ipynb', # notebook to write
                    cfg:StudyConfig=StudyConfig(), # the study it runs and reports
                   )->Path:
     "Write the 8-section submission notebook (not executed) and return its path."
-    nb = new_notebook(cells=notebook_cells(cfg), metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3',
-                                                                          'language': 'python'}, 'language_info': {'name': 'python'}})
+    nb = new_notebook(cells=notebook_cells(cfg),
+                      metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
+                                'language_info': {'name': 'python'}})
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
@@ -219,39 +239,44 @@ def build_notebook(path='notebook.ipynb', # notebook to write
 class NotebookError(RuntimeError):
     "The submission notebook could not be executed to the end."
 
-def notebook_errors(path)->list:
-    "Error outputs of a notebook (empty when it ran clean)."
-    nb = nbformat.read(Path(path), as_version=4)
-    return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.output_type == 'error']
-
 def _section_of(nb, cell)->str:
     "The '## ' heading above `cell` (or 'the start')."
     sec = 'the start'
     for c in nb.cells:
         if c is cell: return sec
-        if c.cell_type == 'markdown': sec = next((l[3:].strip() for l in c.source.splitlines() if l.startswith('## ')), sec)
+        if c.cell_type == 'markdown':
+            sec = next((l[3:].strip() for l in c.source.splitlines() if l.startswith('## ')), sec)
     return sec
 
 def execute_notebook(path, # notebook to run
                      timeout:int=7200, # seconds per cell
                     )->Path:
-    "Execute the notebook headlessly in its folder and save the outputs into it; one-sentence error on a failing cell or kernel."
+    "Run the notebook headlessly in its folder, saving its outputs there; one sentence if a cell or the kernel fails."
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent.resolve())}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name='python3',
+                            resources={'metadata': {'path': str(path.parent.resolve())}})
     try: client.execute()
     except CellExecutionError:
         nbformat.write(nb, path)
-        bad = next(c for c in nb.cells if c.cell_type == 'code' and any(o.output_type == 'error' for o in c.get('outputs', [])))
+        bad = next(c for c in nb.cells
+                   if c.cell_type == 'code' and any(o.output_type == 'error' for o in c.get('outputs', [])))
         e = next(o for o in bad.outputs if o.output_type == 'error')
         raise NotebookError(f"{path} failed in section '{_section_of(nb, bad)}' with {e.ename}: {e.evalue.rstrip('.')} "
                            f"(the partly executed notebook is saved there).") from None
     except DeadKernelError:
         nbformat.write(nb, path)
         running = next(c for c in nb.cells if c.cell_type == 'code' and not c.get('execution_count'))
-        raise NotebookError(f"The kernel died while running section '{_section_of(nb, running)}' of {path} (out of memory, or a crash "
-                           "in a library); the partly executed notebook is saved there.") from None
+        raise NotebookError(f"The kernel died while running section '{_section_of(nb, running)}' of {path} "
+                           "(out of memory, or a crash in a library); the partly executed notebook is saved "
+                           "there.") from None
     nbformat.write(nb, path)
     return path
+
+# %% ../nbs/07_notebook.ipynb #93401ab8
+def notebook_errors(path)->list:
+    "Error outputs of a notebook (empty when it ran clean)."
+    nb = nbformat.read(Path(path), as_version=4)
+    return [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.output_type == 'error']

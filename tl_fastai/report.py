@@ -29,6 +29,7 @@ def history(out:Path, # study folder
     "The run's history.csv: one row per global epoch."
     return pd.read_csv(Path(out)/name/HISTORY)
 
+# %% ../nbs/06_report.ipynb #ce73659e
 def variant_names(res:dict)->list:
     "Names of the three tuned variants, in sweep order."
     return [n for n in res['runs'] if is_variant(n)]
@@ -36,7 +37,8 @@ def variant_names(res:dict)->list:
 # %% ../nbs/06_report.ipynb #651b50d9
 def config_table(res:dict, names:list|None=None)->pd.DataFrame:
     "Every hyperparameter of each run (one column per run)."
-    return pd.DataFrame({n: {k: json.dumps(v) if isinstance(v, dict) else v for k, v in res['runs'][n]['config'].items()}
+    return pd.DataFrame({n: {k: json.dumps(v) if isinstance(v, dict) else v
+                             for k, v in res['runs'][n]['config'].items()}
                          for n in names or res['runs']})
 
 # %% ../nbs/06_report.ipynb #79b9b2f1
@@ -46,7 +48,8 @@ def data_table(res:dict)->pd.DataFrame:
     rng = lambda k: f"{d[k]['min']:.0f}–{d[k]['max']:.0f} (median {d[k]['50%']:.0f})"
     facts = {'images': d['n_images'], 'classes': d['n_classes'],
              **{f'images of {c}': f"{n} ({d['class_shares'][c]:.1%})" for c, n in d['class_counts'].items()},
-             'imbalance ratio (largest/smallest)': d['imbalance_ratio'], 'width px': rng('width'), 'height px': rng('height'),
+             'imbalance ratio (largest/smallest)': d['imbalance_ratio'], 'width px': rng('width'),
+             'height px': rng('height'),
              'colour modes': ', '.join(f'{m}: {n}' for m, n in d['modes'].items()), 'file kB': rng('file_kb'),
              'train mean (RGB)': d['train_mean'], 'train std (RGB)': d['train_std'],
              'unreadable files left out': len(d['unreadable'])}
@@ -67,12 +70,13 @@ def _fmt_p(p:float)->str:
     "A p-value for text: three decimals, or '< 0.001'."
     return '< 0.001' if p < 0.001 else f'= {p:.3f}'
 
-FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum {valid_loss_min:.3f} at epoch {min_epoch} while "
-                             "training kept improving",
+FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum {valid_loss_min:.3f} at epoch "
+                             "{min_epoch} while training kept improving",
              'mild over-fitting': "a generalisation gap, but the valid loss has not turned up yet: mild over-fitting",
-             'noisy': "no train–valid gap, yet the valid loss is above its minimum {valid_loss_min:.3f}: noisy rather than over-fitted",
-             'under-fitting': "no gap and the valid loss still at its minimum in the last epoch: under-fitted, more epochs would "
-                              "likely help",
+             'noisy': "no train–valid gap, yet the valid loss is above its minimum {valid_loss_min:.3f}: "
+                      "noisy rather than over-fitted",
+             'under-fitting': "no gap and the valid loss still at its minimum in the last epoch: under-fitted, "
+                              "more epochs would likely help",
              'good fit': "train and valid agree and the valid loss is near its minimum: neither over- nor under-fitted"}
 
 def fit_text(f:dict, # a run's `fit_facts`
@@ -86,38 +90,44 @@ def fit_text(f:dict, # a run's `fit_facts`
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
                 )->str:
     "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, significance."
-    return (f"{c['model_a']} vs {c['model_b']}: accuracy {c['acc_a']:.1%} vs {c['acc_b']:.1%}, {100*c['diff']:+.1f} pts "
-            f"({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), McNemar exact p {_fmt_p(c['p'])} "
-            f"(b={c['b']} images only {c['model_a']} got right, c={c['c']} only {c['model_b']}), "
+    return (f"{c['model_a']} vs {c['model_b']}: accuracy {c['acc_a']:.1%} vs {c['acc_b']:.1%}, "
+            f"{100*c['diff']:+.1f} pts ({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), "
+            f"McNemar exact p {_fmt_p(c['p'])} (b={c['b']} images only {c['model_a']} got right, "
+            f"c={c['c']} only {c['model_b']}), "
             f"{'significant' if c['significant'] else 'not significant'} at {c['alpha']:g}.")
 
 # %% ../nbs/06_report.ipynb #37f8ec33
 ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
              'SVM on hand-crafted features (Deitsch et al. 2019, 75/25 split)': 0.8244,
-             'frozen EfficientNet-Lite0 features + logistic regression (160 px, 75/25 split)': 0.857}
-
-def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
+             'frozen Lite0 features + logistic regression (this project, 160 px, 75/25 split)': 0.857}
 
 def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accuracy_hi)
                   )->str:
-    "How a test accuracy compares with each published ELPV result, using its bootstrap interval."
+    "How a test accuracy compares with each ELPV reference (`ELPV_REFS`), using its bootstrap interval."
     parts = []
     for name, acc in ELPV_REFS.items():
         side = 'beats' if t['accuracy'] > acc else 'falls short of'
-        ci = 'outside the 95% CI' if not t['accuracy_lo'] <= acc <= t['accuracy_hi'] else 'inside the 95% CI, so not a clear difference'
-        parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; the reference lies {ci})")
-    return ("Against published ELPV results (other splits and protocols, so a rough yardstick): " + '; '.join(parts) + '.')
+        ci = ('outside the 95% CI' if not t['accuracy_lo'] <= acc <= t['accuracy_hi'] else
+              'inside the 95% CI, so not a clear difference')
+        parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; "
+                     f"the reference lies {ci})")
+    return ("Against published ELPV results and a reference of this project (other splits and protocols, so a rough "
+            "yardstick): " + '; '.join(parts)
+            + '.')
 
 # %% ../nbs/06_report.ipynb #0fd412f5
+def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
+
 def baseline_text(res:dict, # study.json content
                  )->str:
     "Results of the pretrained baseline: best epoch, valid vs test scores, fitting, published references."
     r = res['runs'][BASELINE]; c, b, t, f = r['config'], r['best'], r['test'], r['fit']
-    p1 = (f"The baseline ({c['arch']}, {c['freeze_epochs']} frozen-body + {c['epochs']-c['freeze_epochs']} unfrozen epochs at "
-          f"{c['size']} px, lr {c['lr']:g}) reached its best validation macro F1 of {b['valid_f1']:.3f} (accuracy "
-          f"{_pct(b['valid_accuracy'])}) at epoch {b['epoch']} of {f['last_epoch'] + 1}; that checkpoint scores "
-          f"{_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) and macro F1 "
-          f"{t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test images, "
+    p1 = (f"The baseline ({c['arch']}, {c['freeze_epochs']} frozen-body + {c['epochs']-c['freeze_epochs']} unfrozen "
+          f"epochs at {c['size']} px, lr {c['lr']:g}) reached its best validation macro F1 of {b['valid_f1']:.3f} "
+          f"(accuracy {_pct(b['valid_accuracy'])}) at epoch {b['epoch']} of {f['last_epoch'] + 1}; that checkpoint "
+          f"scores {_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) "
+          f"and macro F1 {t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test "
+          "images, "
           f"{100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Reading the curves, {fit_text(f)}")
     return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
 
@@ -125,29 +135,33 @@ def baseline_text(res:dict, # study.json content
 def lr_text(res:dict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
     e = res.get('lr_find')
-    if not e: return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
+    if not e:
+        return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
     lo, hi = sorted((e['valley'], e['slide']))
-    where = 'between the two suggestions' if lo <= e['lr'] <= hi else f"{e['lr']/e['valley']:.1f}× the valley suggestion"
-    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase ({e['num_it']} "
-            f"mini-batches of {e['bs']} at {e['size']} px, rate growing exponentially), suggests {e['valley']:.1e} (*valley*: the "
-            f"steepest useful descent) and {e['slide']:.1e} (*slide*: the last rate before the loss takes off). The baseline uses "
-            f"{e['lr']:g}, {where}; the finder only sees the new head's first steps, so the sweep in section 4 tests a decade "
-            "on each side with full training runs.")
+    where = ('between the two suggestions' if lo <= e['lr'] <= hi else
+             f"{e['lr']/e['valley']:.1f}× the valley suggestion")
+    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase "
+            f"({e['num_it']} mini-batches of {e['bs']} at {e['size']} px, rate growing exponentially), suggests "
+            f"{e['valley']:.1e} (*valley*: the steepest useful descent) and {e['slide']:.1e} (*slide*: the last rate "
+            f"before the loss takes off). The baseline uses {e['lr']:g}, {where}; the finder only sees the new head's "
+            "first steps, so the sweep in section 4 tests a decade on each side with full training runs.")
 
 # %% ../nbs/06_report.ipynb #9b086024
 def plan_text(res:dict)->str:
     "How many epochs every run trained and why: the configured number, or the time budget's choice and its evidence."
     p, n = res['plan'], res['plan']['epochs']
     if p['limited_by'] == 'fixed': return f"**Epochs.** Every run trained for {n} epochs, as configured."
-    s = (f"**Epochs.** Every run trained for {n} epochs. The study measured its training steps on this machine and estimated "
-         f"{p['est_epoch_min']:.1f} minutes per epoch of all five runs, {p['est_total_min']:.0f} minutes in all against a "
-         f"{p['budget_min']:g}-minute budget: ")
+    s = (f"**Epochs.** Every run trained for {n} epochs. The study measured its training steps on this machine and "
+         f"estimated {p['est_epoch_min']:.1f} minutes per epoch of all five runs, {p['est_total_min']:.0f} minutes "
+         f"in all against a {p['budget_min']:g}-minute budget: ")
     s += {'preset': f"the preset's {p['preset_epochs']} epochs fit.",
           'budget': f"the preset's {p['preset_epochs']} epochs did not fit, {n} did.",
-          'floor': f"not even the minimum of {p['floor']} fits, so the study ran over its budget rather than train fewer."}[p['limited_by']]
+          'floor': f"not even the minimum of {p['floor']} fits, so the study ran over its budget rather than "
+                   "train fewer."}[p['limited_by']]
     if p.get('checked'):
         s += f" The first epoch took {p['measured_ratio']:.2f} times its estimate" + (
-            f", so the plan was made again (it had {p['replanned_from']} epochs)." if 'replanned_from' in p else ", which confirmed it.")
+            f", so the plan was made again (it had {p['replanned_from']} epochs)." if 'replanned_from' in p
+            else ", which confirmed it.")
     return s
 
 # %% ../nbs/06_report.ipynb #71ae71d1
@@ -157,36 +171,42 @@ def tuning_text(res:dict)->str:
     lines = []
     for n in variant_names(res):
         r = res['runs'][n]; f = r['fit']
-        lines.append(f"- **{param} = {fmt_value(r['config'][param])}**: best valid F1 {r['best']['valid_f1']:.3f} (epoch "
-                     f"{r['best']['epoch']}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
-                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch']}, valid-loss spread {f['spread']:.3f} over the last "
-                     f"{f['spread_epochs']} epochs")
-    verdict = (f"Tuning {'changed' if cmp['significant'] else 'did not significantly change'} test accuracy: {compare_text(cmp)} "
-               + ("The chosen variant is the better model on these test images." if cmp['significant'] and cmp['diff'] > 0 else
-                  "The chosen variant is significantly worse on test than the baseline: validation picked it on too few images."
-                  if cmp['significant'] else
-                  f"With {cmp['b'] + cmp['c']} discordant images the sweep cannot separate the two; the baseline setting is as "
-                  "good a choice."))
+        lines.append(f"- **{param} = {fmt_value(r['config'][param])}**: best valid F1 {r['best']['valid_f1']:.3f} "
+                     f"(epoch {r['best']['epoch']}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
+                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch']}, valid-loss spread {f['spread']:.3f} over "
+                     f"the last {f['spread_epochs']} epochs")
+    verdict = (f"Tuning {'changed' if cmp['significant'] else 'did not significantly change'} test accuracy: "
+               f"{compare_text(cmp)} "
+               + ("The chosen variant is the better model on these test images."
+                  if cmp['significant'] and cmp['diff'] > 0 else
+                  "The chosen variant is significantly worse on test than the baseline: validation picked it on too "
+                  "few images." if cmp['significant'] else
+                  f"With {cmp['b'] + cmp['c']} discordant images the sweep cannot separate the two; the baseline "
+                  "setting is as good a choice."))
     return (f"Sweep over {param} (all else as the baseline):\n\n" + '\n'.join(lines) +
-            f"\n\nBy validation macro F1 the chosen variant is **{best}** ({res['runs'][best]['best']['valid_f1']:.3f}). " + verdict)
+            f"\n\nBy validation macro F1 the chosen variant is **{best}** "
+            f"({res['runs'][best]['best']['valid_f1']:.3f}). " + verdict)
 
 # %% ../nbs/06_report.ipynb #c9cae578
 def models_table(res:dict)->pd.DataFrame:
-    "Every candidate for the best pretrained model: validation macro F1 (what picks it) and its test metrics with the 95% CI."
+    "Every candidate for the best pretrained model: validation macro F1 (what picks it), test metrics with 95% CI."
     b, rows = res['best_pretrained'], {}
     for n, vf in b['valid_f1'].items():
         t = (res['runs'].get(n) or res['extras'][n])['test']
-        rows[n] = {'valid F1': vf, 'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
-                   'balanced acc': t['balanced_accuracy'], 'MCC': t['mcc'], 'test F1': t['f1_macro'], 'chosen': n == b['name']}
+        rows[n] = {'valid F1': vf, 'test acc': t['accuracy'],
+                   'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
+                   'balanced acc': t['balanced_accuracy'], 'MCC': t['mcc'], 'test F1': t['f1_macro'],
+                   'chosen': n == b['name']}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(3)
 
+# %% ../nbs/06_report.ipynb #23c530dd
 def best_text(res:dict)->str:
     "The best pretrained model, how it was chosen, and its test metrics."
     b = res['best_pretrained']; t = b['test']
-    return (f"The best pretrained model, chosen on the validation set among {len(b['valid_f1'])} candidates (validation macro F1 "
-            f"{b['valid_f1'][b['name']]:.3f}), is **{b['name']}**: test accuracy {_pct(t['accuracy'])} (95% CI "
-            f"{_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}), balanced accuracy {_pct(t['balanced_accuracy'])}, Matthews "
-            f"correlation {t['mcc']:.3f}, macro F1 {t['f1_macro']:.3f}.")
+    return (f"The best pretrained model, chosen on the validation set among {len(b['valid_f1'])} candidates "
+            f"(validation macro F1 {b['valid_f1'][b['name']]:.3f}), is **{b['name']}**: test accuracy "
+            f"{_pct(t['accuracy'])} (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}), balanced accuracy "
+            f"{_pct(t['balanced_accuracy'])}, Matthews correlation {t['mcc']:.3f}, macro F1 {t['f1_macro']:.3f}.")
 
 # %% ../nbs/06_report.ipynb #e9594755
 def scratch_text(res:dict)->str:
@@ -198,12 +218,13 @@ def scratch_text(res:dict)->str:
     p1 = (f"{compare_text(cmp)} Macro F1: {a} {ta['f1_macro']:.3f} vs scratch {ts['f1_macro']:.3f} "
           f"({ta['f1_macro']-ts['f1_macro']:+.3f}). " +
           ("Transfer learning is the clear benefit here." if cmp['significant'] and cmp['diff'] > 0 else
-           "The scratch CNN is significantly better here, which says the pretrained run was badly configured or too short."
-           if cmp['significant'] else "On this test set the difference is not significant."))
-    p2 = (f"The scratch CNN has {rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M for {ra['config']['arch']}, "
-          f"trained for the same {es} epochs in {rs['wall_time_s']:.0f} s ({rs['wall_time_s']/es:.1f} s/epoch) vs "
-          f"{ra['wall_time_s']:.0f} s ({ra['wall_time_s']/ea:.1f} s/epoch). Train–valid accuracy gap at the last epoch: scratch "
-          f"{100*fs['gap']:+.1f} pts, pretrained {100*fa['gap']:+.1f} pts; for the scratch CNN {fit_text(fs)}")
+           "The scratch CNN is significantly better here, which says the pretrained run was badly configured or "
+           "too short." if cmp['significant'] else "On this test set the difference is not significant."))
+    p2 = (f"The scratch CNN has {rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M for "
+          f"{ra['config']['arch']}, trained for the same {es} epochs in {rs['wall_time_s']:.0f} s "
+          f"({rs['wall_time_s']/es:.1f} s/epoch) vs {ra['wall_time_s']:.0f} s ({ra['wall_time_s']/ea:.1f} s/epoch). "
+          f"Train–valid accuracy gap at the last epoch: scratch {100*fs['gap']:+.1f} pts, pretrained "
+          f"{100*fa['gap']:+.1f} pts; for the scratch CNN {fit_text(fs)}")
     return p1 + "\n\n" + p2
 
 # %% ../nbs/06_report.ipynb #42ada0af
@@ -238,18 +259,23 @@ def case_analysis(row, # a misclassified row of gradcam_cases.csv
     s = [f"True {row['label']}, predicted {row['pred']} with p={row['prob']:.2f}."]
     if _level(row):
         s.append(f"The experts rated the defect probability {_level(row)}: " +
-                 ("the label itself is uncertain, so this is as likely label noise as a model failure." if is_ambiguous(row['proba'])
-                  else "they were certain, so this is a genuine model failure."))
+                 ("the label itself is uncertain, so this is as likely label noise as a model failure."
+                  if is_ambiguous(row['proba']) else "they were certain, so this is a genuine model failure."))
     s.append("Confidently wrong, so the model saw strong (misleading) evidence." if row['prob'] >= .8 else
              "Near the decision boundary: the image looks like both classes to the model.")
     if row['map_empty']:
-        return ' '.join(s + ["The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on weak, diffuse cues."])
-    s.append(f"Removing the map's most relevant pixels (filled in from their neighbours) lowers p(pred) by {row['morf_cam']:.3f}, "
-             f"its ROAD score is {row['road_cam']:+.3f} against {row['road_random']:+.3f} for random maps of the same smoothness: "
+        return ' '.join(s + ["The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on "
+                             "weak, diffuse cues."])
+    s.append(f"Removing the map's most relevant pixels (filled in from their neighbours) lowers p(pred) by "
+             f"{row['morf_cam']:.3f}, its ROAD score is {row['road_cam']:+.3f} against {row['road_random']:+.3f} for "
+             "random maps of the same smoothness: "
              + ("the highlighted region is what drives this wrong decision." if row['road_faithful']
                 else "the map does not single out what drives the decision."))
-    heavy = [f"{k.replace('_', ' ')} ({h:.0%} of the heat on {a:.0%} of the area)" for k, h, a in _regions(row) if a and h/a >= over]
-    if heavy: s.append("Heat is over-weighted on the " + ', '.join(heavy) + ", a sign of relying on that structure rather than the defect.")
+    heavy = [f"{k.replace('_', ' ')} ({h:.0%} of the heat on {a:.0%} of the area)"
+             for k, h, a in _regions(row) if a and h/a >= over]
+    if heavy:
+        s.append("Heat is over-weighted on the " + ', '.join(heavy)
+                 + ", a sign of relying on that structure rather than the defect.")
     return ' '.join(s)
 
 # %% ../nbs/06_report.ipynb #e58fdcbc
@@ -267,26 +293,32 @@ def gradcam_text(res:dict, out:Path)->str:
     "Grad-CAM observations: cases, error kinds, faithfulness, where heat concentrates, error patterns by metadata."
     g = res['gradcam']; r = g['road']
     kinds = ', '.join(f"{n} {k}" for k, n in g['error_kinds'].items())
-    p1 = (f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified ({kinds or 'none'}). "
-          f"ROAD (remove the most or the least relevant pixels, fill them in from their neighbours) scores the maps "
-          f"{r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps of the same smoothness; Grad-CAM is "
-          f"better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
+    p1 = (f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified "
+          f"({kinds or 'none'}). ROAD (remove the most or the least relevant pixels, fill them in from their "
+          f"neighbours) scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random "
+          f"maps of the same smoothness; Grad-CAM is better in {r['cam_wins']} of {r['n_cases']} cases "
+          f"(sign test p = {r['sign_p']:.3f}): "
           + ("the maps point at evidence the model actually uses." if g['faithful']
              else "that is not enough to call the maps more faithful than chance here, so read them with care."))
     heat = sorted(g['heat'].items(), key=lambda kv: -kv[1]['ratio'])
-    if heat and heat[0][1]['ratio'] < 1.1: p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
+    if heat and heat[0][1]['ratio'] < 1.1:
+        p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
     elif heat:
         k, h = heat[0]
-        p1 += f" Heat concentrates on the {k.replace('_', ' ')} ({h['heat']:.0%} of the heat on {h['area']:.0%} of the area, {h['ratio']:.1f}x)."
+        p1 += (f" Heat concentrates on the {k.replace('_', ' ')} ({h['heat']:.0%} of the heat on {h['area']:.0%} "
+               f"of the area, {h['ratio']:.1f}x).")
     tabs, parts = error_tables(res, out), []
     if 'expert probability' in tabs:
         e = tabs['expert probability']
-        parts.append("Error rate by expert probability: " + ', '.join(f"{lv}: {r.error_rate:.0%} of {int(r.n)}" for lv, r in e.iterrows() if r.n)
-                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts themselves rated "
-                     f"1/3 or 2/3 (ambiguous labels), the other {e.loc[['0', '1'], 'errors'].sum()} are model failures on certain labels.")
+        parts.append("Error rate by expert probability: "
+                     + ', '.join(f"{lv}: {r.error_rate:.0%} of {int(r.n)}" for lv, r in e.iterrows() if r.n)
+                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts "
+                     f"themselves rated 1/3 or 2/3 (ambiguous labels), the other {e.loc[['0', '1'], 'errors'].sum()} "
+                     "are model failures on certain labels.")
     if 'cell type' in tabs:
-        parts.append("By cell type: " + ', '.join(f"{v} accuracy {r.accuracy:.1%} ({int(r.errors)} errors of {int(r.n)})"
-                                                  for v, r in tabs['cell type'].iterrows()) + '.')
+        parts.append("By cell type: "
+                     + ', '.join(f"{v} accuracy {r.accuracy:.1%} ({int(r.errors)} errors of {int(r.n)})"
+                                 for v, r in tabs['cell type'].iterrows()) + '.')
     return p1 + ("\n\n" + ' '.join(parts) if parts else '')
 
 # %% ../nbs/06_report.ipynb #88a06a8a
@@ -299,35 +331,39 @@ def class_recalls(res:dict, name:str)->dict:
 def comparison_text(res:dict)->str:
     "All models ranked on test accuracy and macro F1, their weak class, and the speed/accuracy trade-off."
     tab = runs_table(res).sort_values(['test acc', 'test F1'], ascending=False)
-    rank = '; '.join(f"{i+1}. {n} ({_pct(r['test acc'])}, F1 {r['test F1']:.3f}, {r['train min']:.1f} min)" for i, (n, r) in enumerate(tab.iterrows()))
+    rank = '; '.join(f"{i+1}. {n} ({_pct(r['test acc'])}, F1 {r['test F1']:.3f}, {r['train min']:.1f} min)"
+                     for i, (n, r) in enumerate(tab.iterrows()))
     weak = []
     for n in res['runs']:
         rec = class_recalls(res, n)
         if rec: lo = min(rec, key=rec.get); weak.append(f"{n} {rec[lo]:.0%} on {lo}")
     top, fast = tab.index[0], tab['train min'].idxmin()
     t_top, t_fast = tab.loc[top], tab.loc[fast]
-    trade = (f"The fastest run, {fast}, took {t_fast['train min']:.1f} min for {_pct(t_fast['test acc'])}; the best, {top}, took "
-             f"{t_top['train min']:.1f} min for {_pct(t_top['test acc'])}" +
-             (f", i.e. {100*(t_top['test acc']-t_fast['test acc']):.1f} pts for {t_top['train min']/max(t_fast['train min'], 1e-3):.1f}x "
-              "the time." if top != fast else ": no trade-off, the fastest is also the best."))
-    return (f"Ranking on the {int(res['runs'][top]['test']['n'])} test images: {rank}. Lowest per-class recall (the weak side of "
-            f"each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} ({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
+    trade = (f"The fastest run, {fast}, took {t_fast['train min']:.1f} min for {_pct(t_fast['test acc'])}; the best, "
+             f"{top}, took {t_top['train min']:.1f} min for {_pct(t_top['test acc'])}" +
+             (f", i.e. {100*(t_top['test acc']-t_fast['test acc']):.1f} pts for "
+              f"{t_top['train min']/max(t_fast['train min'], 1e-3):.1f}x the time." if top != fast
+              else ": no trade-off, the fastest is also the best."))
+    return (f"Ranking on the {int(res['runs'][top]['test']['n'])} test images: {rank}. Lowest per-class recall "
+            f"(the weak side of each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} "
+            f"({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
             f"{compare_text(res['comparisons']['tuning'])} {compare_text(res['comparisons']['transfer'])}")
 
 # %% ../nbs/06_report.ipynb #0ddece28
 def conclusion_text(res:dict, out:Path)->str:
-    "Key findings and next steps chosen from the facts: resolution, epochs, class weights, labels, test-time augmentation."
+    "Key findings and next steps chosen from the facts: resolution, epochs, class weights, labels, backbone."
     top = max(res['runs'], key=lambda n: res['runs'][n]['best']['valid_f1'])       # the best run, on validation
     r, tr, tt = res['runs'][top], res['comparisons']['transfer'], res['comparisons']['tuning']
     c = r['config']
-    find = (f"**Findings.** {best_text(res)} Pretraining "
-            f"{'paid off significantly' if tr['significant'] and tr['diff'] > 0 else 'did not give a significant gain'} "
+    pre_gain = 'paid off significantly' if tr['significant'] and tr['diff'] > 0 else 'did not give a significant gain'
+    find = (f"**Findings.** {best_text(res)} Pretraining {pre_gain} "
             f"({100*tr['diff']:+.1f} pts over the scratch CNN, p = {tr['p']:.3g}); tuning {res['config']['param']} "
-            f"{'mattered' if tt['significant'] else 'did not significantly change test accuracy'} ({100*tt['diff']:+.1f} pts, "
-            f"p = {tt['p']:.3g}).")
+            f"{'mattered' if tt['significant'] else 'did not significantly change test accuracy'} "
+            f"({100*tt['diff']:+.1f} pts, p = {tt['p']:.3g}).")
     steps = []
-    if c['size'] < 224: steps.append(f"train at higher resolution (224–300 px instead of {c['size']} px): ELPV cracks are thin lines that "
-                                     "downsampling erases")
+    if c['size'] < 224:
+        steps.append(f"train at higher resolution (224–300 px instead of {c['size']} px): ELPV cracks are thin lines "
+                     "that downsampling erases")
     if r['best']['epoch'] == r['fit']['last_epoch']:
         steps.append(f"train longer: the best validation epoch of {top} was its last ({r['best']['epoch']})")
     rec = class_recalls(res, top)
@@ -335,15 +371,16 @@ def conclusion_text(res:dict, out:Path)->str:
         lo = min(rec, key=rec.get)
         steps.append(f"use a class-weighted loss or oversampling: recall of {lo} is only {rec[lo]:.0%}")
     if r['fit']['verdict'] == 'over-fitting':
-        steps.append("regularise more (stronger augmentation, weight decay, earlier stopping) against the over-fitting seen in the curves")
+        steps.append("regularise more (stronger augmentation, weight decay, earlier stopping) against the over-fitting "
+                     "seen in the curves")
     tabs = error_tables(res, out)
     if 'expert probability' in tabs:
         e = tabs['expert probability']
         amb = e.loc[['1/3', '2/3'], 'errors'].sum()/max(e.errors.sum(), 1)
-        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft targets from the "
-                     "expert probability, or report them separately")
-    steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a sweep over weight "
-                 "decay or freeze depth")
+        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft "
+                     "targets from the expert probability, or report them separately")
+    steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a "
+                 "sweep over weight decay or freeze depth")
     return find + "\n\n**Next steps.**\n" + '\n'.join(f"- {s}" for s in steps)
 
 # %% ../nbs/06_report.ipynb #1c1577c6
@@ -351,7 +388,8 @@ def repro_text(res:dict)->str:
     "Seed, library versions, hardware, split ratios, study settings and wall times, as plain text."
     env, sc = res['environment'], res['config']
     split = split_table(res)
-    lines = [f"seed: {res['seed']}", f"device: {res['device']}", *(f"{k}: {v}" for k, v in env.items() if k != 'device'),
+    lines = [f"seed: {res['seed']}", f"device: {res['device']}",
+             *(f"{k}: {v}" for k, v in env.items() if k != 'device'),
              "split: " + ', '.join(f"{s} {n} images ({sh})" for s, n, sh in zip(split.index, split.total, split.share)),
              "study: " + ', '.join(f"{k}={v}" for k, v in sc.items()),
              "wall times (s): " + ', '.join(f"{k}={v}" for k, v in res['wall_times'].items())]
@@ -372,6 +410,7 @@ def model_choice_table(size:int=224, # image size of the study
         with torch.inference_mode():
             m(x); ts = []
             for _ in range(repeats): t0 = time.perf_counter(); m(x); ts.append(time.perf_counter() - t0)
-        rows[name] = {'params (M)': sum(p.numel() for p in m.parameters())/1e6, f'GMACs @{size}px': count_macs(m, size)/1e9,
+        rows[name] = {'params (M)': sum(p.numel() for p in m.parameters())/1e6,
+                      f'GMACs @{size}px': count_macs(m, size)/1e9,
                       'CPU ms/image': 1000*min(ts)/bs, 'ImageNet top-1 (%)': top1}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(2)

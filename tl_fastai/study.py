@@ -6,7 +6,7 @@ Docs: https://tl-fastai.github.io/tl_fastai/study.html.md"""
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import contextlib, dataclasses, functools, os, shutil, tempfile, time, warnings
+import contextlib, dataclasses, functools, json, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from unittest import mock
@@ -20,8 +20,8 @@ from .core import (BASELINE, BEST_CKPT, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH,
                             TEST_PREDICTIONS, DiskFullError, StateFileError, free_mb, is_variant, read_json, save_fig,
                             study_lock, write_csv, write_json)
 from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
-from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant, environment,
-                             main_first, is_ddp, build_learner, norm_for, run_state, read_history)
+from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant,
+                             environment, main_first, is_ddp, build_learner, norm_for, run_state, read_history)
 from sklearn.metrics import f1_score
 from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, plot_curves, plot_sweep,
                                 plot_confusions, plot_metric_bars)
@@ -29,16 +29,17 @@ from .models import create_model
 from .gradcam import grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary
 
 # %% auto #0
-__all__ = ['PRESETS', 'EPOCH_OVERHEAD', 'MIN_EPOCHS', 'REPLAN_MARGIN', 'StudyConfig', 'run_configs', 'source_table', 'StepTimer',
-           'step_seconds', 'plan_table', 'budget_plan', 'fit_budget', 'planned_epochs', 'replanned', 'epochs_line',
+__all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'StudyConfig', 'run_configs', 'source_table', 'StepTimer',
+           'step_seconds', 'plan_table', 'budget_plan', 'planned_epochs', 'fit_budget', 'replanned', 'epochs_line',
            'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all',
            'extra_predictions', 'pick_best', 'case_table', 'comparisons', 'study_figures', 'explain_cases',
-           'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable', 'runs_table', 'run_study']
+           'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable', 'fingerprint', 'runs_table',
+           'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
     smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0, lr_mult=3.),
-    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=34.),
+    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=32.),
     gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10.),
 )
 
@@ -54,7 +55,7 @@ class StudyConfig:
     lr:float=2e-3 # base learning rate
     lr_mult:float|None=None # the body learns at lr / lr_mult once unfrozen
     epochs:int|None=None # total epochs of every run
-    budget_min:float|None=None # fewer epochs (not below freeze_epochs + 2) if the estimated training exceeds these minutes
+    budget_min:float|None=None # minutes: fewer epochs (not below freeze_epochs + 2) if the estimate exceeds them
     freeze_epochs:int|None=None # frozen-body epochs of the pretrained runs
     keep_frozen:int|None=None # leading stages of the pretrained backbone frozen for the whole run
     size:int|None=None # image size
@@ -67,7 +68,8 @@ class StudyConfig:
     def resolved(self)->StudyConfig:
         "A copy with the preset applied (explicit fields win) and `auto` replaced by the device's preset."
         preset = ('gpu' if torch.cuda.is_available() else 'cpu') if self.preset == 'auto' else self.preset
-        if preset not in PRESETS: raise ValueError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
         fill = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
         if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
@@ -77,7 +79,8 @@ def run_configs(sc:StudyConfig)->dict:
     "{run name: RunConfig} of the study, in training order: baseline, the three variants, the scratch CNN."
     sc = sc.resolved()
     base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs,
-                     keep_frozen=sc.keep_frozen, lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed, augs=default_augs(sc.dataset) or None)
+                     keep_frozen=sc.keep_frozen, lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed,
+                     augs=default_augs(sc.dataset) or None)
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
     return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
 
@@ -89,7 +92,7 @@ def source_table(sc:StudyConfig)->pd.DataFrame|None:
 
 # %% ../nbs/05_study.ipynb #5e0f42ed
 class StepTimer(Callback):
-    "Times between consecutive training batches (data loading included); skips validation, stops the fit after `n + 1` batches."
+    "Time stamps after training batches (data loading included); skips validation, stops the fit after `n + 1` batches."
     order = 100  # after every other callback
     def __init__(self, n:int): self.n, self.times = n, []
     def before_validate(self): raise CancelValidException()
@@ -99,13 +102,14 @@ class StepTimer(Callback):
         self.times.append(time.perf_counter())
         if len(self.times) > self.n: raise CancelFitException()
 
+# %% ../nbs/05_study.ipynb #d8e5cf63
 _STEP_TIMES = {}
 
 def step_seconds(cfg:RunConfig, # the run whose training step is timed
                  df:pd.DataFrame, # split table
                  steps:int=6, # timed batches (after one that starts the loader)
                 )->float:
-    "Median seconds of one training step of `cfg` on this machine, data loading included; measured once per architecture and shape."
+    "Median seconds of one training step of `cfg` here, loading included; measured once per architecture and shape."
     kept = cfg.keep_frozen if cfg.transfer else 0
     key = (cfg.arch, cfg.pretrained, cfg.size, cfg.bs, kept, repr(cfg.augs))
     if key not in _STEP_TIMES:
@@ -129,13 +133,13 @@ def plan_table(configs:dict, # {run name: RunConfig}
     for name, c in configs.items():
         done = not force and _finished(out/name)
         epoch_s = 0 if done else step_seconds(c, df)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
-        rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs, frozen=c.freeze_epochs if c.transfer else 0,
-                         kept_frozen=c.keep_frozen if c.transfer else 0, lr=c.lr, status='done' if done else 'to train',
+        rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs,
+                         frozen=c.freeze_epochs if c.transfer else 0, kept_frozen=c.keep_frozen if c.transfer else 0,
+                         lr=c.lr, status='done' if done else 'to train',
                          epoch_min=round(epoch_s/60, 3), est_min=round(epoch_s*c.epochs/60, 1)))
     return pd.DataFrame(rows).set_index('run')
 
 # %% ../nbs/05_study.ipynb #874c9df8
-EPOCH_OVERHEAD = 1.1   # an epoch on 2 CPU cores with cached images took 1.03x its timed steps; the rest is margin
 MIN_EPOCHS = 5         # the brief's range is 5 to 15 epochs
 
 def budget_plan(preset_epochs:int, # the most epochs (the preset's)
@@ -143,15 +147,32 @@ def budget_plan(preset_epochs:int, # the most epochs (the preset's)
                 budget_min:float, # minutes the training of every run may take
                 epoch_min:float, # estimated minutes of one epoch of every run together
                )->dict:
-    "The facts of the epoch choice: the epochs, the estimate behind them and what limited them (preset, budget or floor)."
+    "The facts of the epoch choice: the epochs, the estimate behind them, what limited them (preset, budget or floor)."
     floor, epoch_min = min(preset_epochs, max(MIN_EPOCHS, freeze_epochs + 2)), float(epoch_min)
     fit = int(budget_min // epoch_min)
     epochs = max(floor, min(preset_epochs, fit))
-    return dict(epochs=epochs, preset_epochs=preset_epochs, floor=floor, budget_min=budget_min, est_epoch_min=round(epoch_min, 3),
-                est_total_min=round(epochs*epoch_min, 1), limited_by='preset' if fit >= preset_epochs else 'budget' if fit >= floor
-                else 'floor', over_budget=epochs*epoch_min > budget_min)
+    return dict(epochs=epochs, preset_epochs=preset_epochs, floor=floor, budget_min=budget_min,
+                est_epoch_min=round(epoch_min, 3), est_total_min=round(epochs*epoch_min, 1),
+                limited_by='preset' if fit >= preset_epochs else 'budget' if fit >= floor else 'floor',
+                over_budget=epochs*epoch_min > budget_min)
+
+# %% ../nbs/05_study.ipynb #0b894e25
+def planned_epochs(out:Path)->int:
+    "The epochs plan.json fixed for the study; if damaged, rebuilt from a trained run (refused if there is none)."
+    f = out/PLAN_JSON
+    try: return read_json(f)['epochs']
+    except StateFileError as e:
+        trained = sorted(out.glob(f'*/{CKPT}'))
+        if not trained:
+            raise StateFileError(f"{e} The study has no trained run yet, so deleting it loses nothing.") from None
+        epochs = read_checkpoint(trained[0])['epochs']
+        write_json(dict(epochs=epochs, rebuilt_from=str(trained[0])), f)
+        warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
+        return epochs
 
 # %% ../nbs/05_study.ipynb #0c35c374
+EPOCH_OVERHEAD = 1.1   # an epoch on 2 CPU cores with cached images took 1.03x its timed steps; the rest is margin
+
 def fit_budget(sc:StudyConfig, # resolved
                df:pd.DataFrame, # split table
                out:Path, # study folder: the choice is kept in out/plan.json
@@ -159,23 +180,12 @@ def fit_budget(sc:StudyConfig, # resolved
     "`sc` with the epochs of its budget plan (`budget_plan`), made once per study folder and kept in plan.json."
     f = out/PLAN_JSON
     if not sc.budget_min: return sc
-    if rank_distrib() or (f.exists() and not sc.force): return dataclasses.replace(sc, epochs=planned_epochs(out), budget_min=None)
+    if rank_distrib() or (f.exists() and not sc.force):
+        return dataclasses.replace(sc, epochs=planned_epochs(out), budget_min=None)
     pt = plan_table(run_configs(sc), df, out, force=True)
     plan = budget_plan(sc.epochs, sc.freeze_epochs, sc.budget_min, EPOCH_OVERHEAD*pt.epoch_min.sum())
     write_json(dict(plan, first_epoch_min=EPOCH_OVERHEAD*pt.epoch_min.iloc[0]), f)
     return dataclasses.replace(sc, epochs=plan['epochs'], budget_min=None)
-
-def planned_epochs(out:Path)->int:
-    "The epochs plan.json fixed for the study; if it is damaged, rebuilt from the runs already trained (refused if there are none)."
-    f = out/PLAN_JSON
-    try: return read_json(f)['epochs']
-    except StateFileError as e:
-        trained = sorted(out.glob(f'*/{CKPT}'))
-        if not trained: raise StateFileError(f"{e} The study has no trained run yet, so deleting it loses nothing.") from None
-        epochs = read_checkpoint(trained[0])['epochs']
-        write_json(dict(epochs=epochs, rebuilt_from=str(trained[0])), f)
-        warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
-        return epochs
 
 # %% ../nbs/05_study.ipynb #dbf76c51
 REPLAN_MARGIN = 0.25
@@ -184,21 +194,24 @@ def replanned(plan:dict, # plan.json's facts (`budget_plan` with the estimated `
               ratio:float, # measured / estimated minutes of the first epoch
               freeze_epochs:int, # frozen-body epochs of the pretrained runs
              )->dict:
-    "`plan`, checked against the first epoch: made again with every estimate times `ratio` if that is more than REPLAN_MARGIN off."
+    "`plan` checked against the first epoch: re-made with every estimate times `ratio` if over REPLAN_MARGIN off."
     checked = dict(checked=True, measured_ratio=round(ratio, 3))
     if abs(np.log(ratio)) <= np.log(1 + REPLAN_MARGIN): return dict(plan, **checked)
     return dict(budget_plan(plan['preset_epochs'], freeze_epochs, plan['budget_min'], plan['est_epoch_min']*ratio),
                 first_epoch_min=plan['first_epoch_min']*ratio, replanned_from=plan['epochs'], **checked)
 
+# %% ../nbs/05_study.ipynb #74982b59
 def epochs_line(plan:dict)->str:
     "One log line: the epochs every run trains, and why."
     if plan['limited_by'] == 'fixed': return f"Epochs: {plan['epochs']} per run, as configured."
-    why = {'preset': "the preset's maximum, within", 'budget': 'the most that fit', 'floor': 'the minimum, over'}[plan['limited_by']]
+    why = {'preset': "the preset's maximum, within", 'budget': 'the most that fit',
+           'floor': 'the minimum, over'}[plan['limited_by']]
     checked = (f"; first epoch took {plan['measured_ratio']:.2f}x its estimate" if plan.get('checked') else '') + \
               (f", re-planned from {plan['replanned_from']}" if 'replanned_from' in plan else '')
     return (f"Epochs: {plan['epochs']} per run ({why} the {plan['budget_min']:g}-minute training budget: estimated "
             f"{plan['est_total_min']:g} min{checked}).")
 
+# %% ../nbs/05_study.ipynb #0a83b0ee
 class _FirstEpoch(Exception): pass
 
 class StopAfterFirstEpoch(Callback):
@@ -213,7 +226,7 @@ def check_plan(sc:StudyConfig, # resolved, with the planned epochs
                out:Path, # study folder with a fresh plan.json
                quiet:bool=False, # no progress output
               )->StudyConfig:
-    "Train the first run's first epoch and check the plan against it (`replanned`); restart that run if its epochs change."
+    "Train the first run's first epoch, check the plan against it (`replanned`); restart that run if its epochs change."
     (name, cfg), f = next(iter(configs.items())), out/PLAN_JSON
     plan = read_json(f)
     try: train_run(cfg, df, out/name, quiet=quiet, cbs=[StopAfterFirstEpoch()])
@@ -229,15 +242,18 @@ def lr_evidence(cfg:RunConfig, # the baseline
                 out:Path, # study folder
                 num_it:int=50, # mini-batches of the range test (at least 30: the suggestions skip its ends)
                )->dict:
-    "fastai's lr finder on the baseline's first phase: suggestions in out/lr_find.json, plot in out/figures/lr_find.png (cached)."
+    "fastai's lr finder on the baseline's first phase: out/lr_find.json, its plot out/figures/lr_find.png (cached)."
     f = out/'lr_find.json'
     if f.exists(): return read_json(f, fix='delete it and run the study again, the lr finder runs again')
     stats = norm_for(cfg, df)
     set_seed(cfg.seed)
-    learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed))
+    learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs,
+                                       seed=cfg.seed))
     if cfg.transfer and cfg.freeze_epochs: learn.freeze()
-    # Under DDP the other processes wait for this one (`main_first`): fastai must not gather or wait across processes here.
-    with tempfile.TemporaryDirectory() as tmp, learn.no_bar(), learn.no_logging(), mock.patch.dict(os.environ, WORLD_SIZE='1'):
+    # Under DDP the other processes wait for this one (`main_first`):
+    # fastai must not gather or wait across processes here.
+    one_process = mock.patch.dict(os.environ, WORLD_SIZE='1')
+    with tempfile.TemporaryDirectory() as tmp, learn.no_bar(), learn.no_logging(), one_process:
         learn.path = Path(tmp)                            # lr_find saves and restores the weights there
         sug = learn.lr_find(num_it=num_it, suggest_funcs=(valley, slide), show_plot=True)
     save_fig(plt.gcf(), out/'figures'/'lr_find.png'); plt.close('all')
@@ -292,8 +308,10 @@ def extra_predictions(runs:dict, # {name: run.json content}
     pre = [n for n in runs if n != SCRATCH]
     best = max(pre, key=lambda n: runs[n]['best'][monitor])
     mean = {k: np.mean([preds[n][k] for n in pre], 0) for k in ('test', 'valid')}
-    return {f'{best} + tta{tta}': run_predictions(out/best, df, tta=tta), f'ensemble of {len(pre)} pretrained': {**preds[best], **mean}}
+    return {f'{best} + tta{tta}': run_predictions(out/best, df, tta=tta),
+            f'ensemble of {len(pre)} pretrained': {**preds[best], **mean}}
 
+# %% ../nbs/05_study.ipynb #c5f589c6
 def pick_best(candidates:dict, # {name: predictions with 'valid', 'y_valid', 'classes'}
              )->tuple:
     "(name, validation macro F1 of every candidate): the one with the best validation macro F1."
@@ -314,7 +332,7 @@ def comparisons(results:dict, # test results {name: test_metrics}
                 best:str, # the best variant
                 monitor:str='valid_f1', # validation metric that picks the best pretrained model
                )->dict:
-    "McNemar + bootstrap facts of baseline vs best variant (tuning) and best pretrained by validation vs scratch (transfer)."
+    "McNemar + bootstrap facts: best variant vs baseline (tuning), best pretrained by validation vs scratch (transfer)."
     pre = max([BASELINE, best], key=lambda n: runs[n]['best'][monitor])
     return {'tuning': compare(best, BASELINE, results), 'transfer': compare(pre, SCRATCH, results)}
 
@@ -337,13 +355,15 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
                  )->pd.DataFrame:
     "`cases` with their heat facts, faithfulness numbers and a figure file per case."
     model, meta = load_checkpoint(run_dir/BEST_CKPT)
-    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'], device='cpu')
+    dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'],
+                  device='cpu')
     x, _ = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()
     x = torch.as_tensor(x).cpu()
     target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
     cams = grad_cam(model, x, target=target)
     files = [f"case_{i+1:02d}_{k.split(' (')[0].replace(' ', '_')}.png" for i, k in enumerate(cases.kind)]
-    for i, f in enumerate(files): cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f)
+    for i, f in enumerate(files):
+        cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f)
     cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
     return case_facts(cams, x, cases).assign(figure=files, **road_check(model, x, cams, target=target))
 
@@ -354,36 +374,58 @@ def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result
     "Facts of the explained cases for study.json: counts, error kinds, faithfulness, where the heat lies."
     err = cases[cases.label != cases.pred]
     road = road_summary(cases)
-    return dict(run=run, n_cases=len(cases), n_errors=len(err), error_kinds={k: int(v) for k, v in err.kind.value_counts().items()},
-                road=road, faithful=road['faithful'], empty_maps=int(cases.map_empty.sum()), heat=heat_summary(cases).to_dict('index'))
+    return dict(run=run, n_cases=len(cases), n_errors=len(err),
+                error_kinds={k: int(v) for k, v in err.kind.value_counts().items()}, road=road,
+                faithful=road['faithful'], empty_maps=int(cases.map_empty.sum()),
+                heat=heat_summary(cases).to_dict('index'))
 
 # %% ../nbs/05_study.ipynb #1b2272a0
 @functools.lru_cache(maxsize=None)
-def _n_params(arch:str, n_out:int)->int: return sum(p.numel() for p in create_model(arch, n_out, pretrained=False).parameters())
+def _n_params(arch:str, n_out:int)->int:
+    return sum(p.numel() for p in create_model(arch, n_out, pretrained=False).parameters())
 
 def space_needed_mb(configs:dict, # {run name: RunConfig}
                     n_classes:int, # classes of the data
                     out:Path, # study folder: finished runs need nothing more
                     force:bool=False, # finished runs will be retrained
                    )->float:
-    "Megabytes the runs still to train will write: 4 fp32 copies of each model's weights, room for one more while a checkpoint is replaced."
+    "MB the runs still to train will write: 4 fp32 copies of each model, room for one more while one is replaced."
     w = [4*_n_params(c.arch, n_classes)/2**20 for n, c in configs.items() if force or not _finished(out/n)]
     return sum(4*x for x in w) + 3*max(w, default=0) + 20.
 
+# %% ../nbs/05_study.ipynb #608bcb52
 def check_space(configs:dict, n_classes:int, out:Path, force:bool=False):
     "Refuse, with one sentence, a study whose runs would not fit in the free space of `out`."
     need, free = space_needed_mb(configs, n_classes, out, force), free_mb(out)
     if need > free:
-        raise DiskFullError(28, f"The study needs about {need:.0f} MB in {out} but only {free:.0f} MB are free: free space or "
-                                "choose another --out.")
+        raise DiskFullError(28, f"The study needs about {need:.0f} MB in {out} but only {free:.0f} MB are free: "
+                                "free space or choose another --out.")
 
+# %% ../nbs/05_study.ipynb #26cf3d0e
 def check_writable(out:Path):
     "Fail early, with one sentence, if the study folder cannot be written."
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out/'.write_test'; probe.write_text('ok'); probe.unlink()
     except OSError as e:
-        raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): choose another --out or free space.") from None
+        raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): "
+                              "choose another --out or free space.") from None
+
+# %% ../nbs/05_study.ipynb #e9fc9af0
+def fingerprint(sc:StudyConfig, # resolved
+                configs:dict, # {run name: RunConfig}
+                out:Path, # study folder
+               )->dict:
+    "What a study's results depend on: configuration, library version, each run's best checkpoint (size, time)."
+    import tl_fastai
+    ck = {n: [(out/n/BEST_CKPT).stat().st_size, (out/n/BEST_CKPT).stat().st_mtime_ns] for n in configs}
+    cfg = {k: v for k, v in asdict(sc).items() if k != 'force'}
+    return json.loads(json.dumps(dict(version=tl_fastai.__version__, config=cfg, checkpoints=ck), default=str))
+
+def _stored_results(out:Path)->dict|None:
+    "The content of study.json, or None when there is none or it cannot be read (it is then written again)."
+    try: return read_json(out/STUDY_JSON)
+    except StateFileError: return None
 
 # %% ../nbs/05_study.ipynb #5acbe084
 def runs_table(res:dict, # study.json content
@@ -404,9 +446,11 @@ def _explain(sc:StudyConfig, df:pd.DataFrame, preds:dict, out:Path)->pd.DataFram
     "Select, explain and save the Grad-CAM cases of the run `sc.explain`."
     ex, test_rows = preds[sc.explain], df[df.split == 'test'].reset_index(drop=True)
     cases = select_cases(case_table(test_rows, ex['test'], ex['classes']),
-                         fallback=case_table(df[df.split == 'valid'].reset_index(drop=True), ex['valid'], ex['classes']))
+                         fallback=case_table(df[df.split == 'valid'].reset_index(drop=True), ex['valid'],
+                                             ex['classes']))
     cases = explain_cases(out/sc.explain, cases, df, out/'figures'/'gradcam')
-    write_csv(cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'), out/GRADCAM_CASES, index=False)
+    write_csv(cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'), out/GRADCAM_CASES,
+              index=False)
     return cases
 
 def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
@@ -419,7 +463,7 @@ def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
 def run_study(sc:StudyConfig=StudyConfig(), # what to run
               log=print, # progress printer; None: silent
              )->dict:
-    "Run the whole study into `sc.out` (holding its lock: one writer per folder) and return the content of its study.json."
+    "Run the whole study into `sc.out` (holding its lock: one writer per folder); return the content of its study.json."
     check_writable(Path(sc.out))
     with (study_lock(sc.out) if not rank_distrib() else contextlib.nullcontext()): return _run_study(sc, log)
 
@@ -432,7 +476,8 @@ def _run_study(sc:StudyConfig, log)->dict:
     sc = main_first(fit_budget, sc, df, out)
     configs, env = run_configs(sc), environment()
     if not rank_distrib(): check_space(configs, stats['n_classes'], out, sc.force)
-    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; estimates from timed training steps):")
+    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; "
+        "estimates from timed training steps):")
     log(plan_table(configs, df, out, sc.force).to_string())
     if sc.force and not rank_distrib():
         for name in configs: shutil.rmtree(out/name, ignore_errors=True)    # --force: every run trains again
@@ -444,12 +489,18 @@ def _run_study(sc:StudyConfig, log)->dict:
     log(epochs_line(plan))
     runs = train_all(configs, df, out, sc.force, log, quiet)
     if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
-    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)   # the runs' own times, also if trained earlier
+    fp = fingerprint(sc, configs, out)
+    if (old := _stored_results(out)) and old.get('fingerprint') == fp:
+        log(f"Every run and the configuration are as when {out/STUDY_JSON} was written: its results stand.")
+        return old
+    # the runs' own times, also if trained earlier
+    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
     monitor = configs[BASELINE].monitor
     extra = extra_predictions(runs, preds, df, out, monitor)
-    table = metrics_table({**results, **{n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in extra.items()}})
+    table = metrics_table({**results,
+                           **{n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in extra.items()}})
     write_csv(table, out/TEST_METRICS)
     best_pre, valid_f1 = pick_best({**{n: preds[n] for n in runs if n != SCRATCH}, **extra})
     best = best_variant({n: r for n, r in runs.items() if is_variant(n)}, monitor=monitor)
@@ -468,11 +519,12 @@ def _run_study(sc:StudyConfig, log)->dict:
                extras={n: dict(valid_f1=valid_f1[n], test=table.loc[n].to_dict()) for n in extra},
                best_pretrained=dict(name=best_pre, valid_f1=valid_f1, test=table.loc[best_pre].to_dict()),
                best_variant=best, comparisons=comparisons(results, runs, best, monitor), lr_find=lr_ev,
-               gradcam=gradcam_summary(cases, sc.explain), plan=plan, wall_times=times)
+               gradcam=gradcam_summary(cases, sc.explain), plan=plan, wall_times=times, fingerprint=fp)
     write_json(res, out/STUDY_JSON)
-    log(f"\nTest set ({(df.split == 'test').sum()} images), best checkpoint of each run:\n{runs_table(res).to_string()}")
+    log(f"\nTest set ({(df.split == 'test').sum()} images), best checkpoint of each run:\n"
+        f"{runs_table(res).to_string()}")
     log(f"\nBest variant (validation {monitor}): {best}\n" + pd.DataFrame(res['comparisons']).T[
         ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
-    log(f"Study done in {times['this_call_s']/60:.1f} min ({times['total_s']/60:.1f} min with the training of every run): "
-        f"{out/STUDY_JSON}")
+    log(f"Study done in {times['this_call_s']/60:.1f} min "
+        f"({times['total_s']/60:.1f} min with the training of every run): {out/STUDY_JSON}")
     return res

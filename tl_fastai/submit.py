@@ -10,7 +10,8 @@ import contextlib, zipfile
 from pathlib import Path
 
 import nbformat
-from .core import BASELINE, BEST_CKPT, CKPT, LOCK, SCRATCH, STUDY_JSON, atomic_write, is_variant, read_json, study_lock
+from .core import BASELINE, BEST_CKPT, CKPT, LOCK, SCRATCH, STUDY_JSON
+from .core import atomic_write, is_variant, read_json, study_lock
 from .train import load_checkpoint, CheckpointError
 from .notebook import notebook_errors
 
@@ -21,7 +22,8 @@ __all__ = ['expected_runs', 'check_submission', 'zip_members', 'make_zip']
 def expected_runs(res:dict)->list:
     "Run folders the brief requires, from study.json: baseline, the three variants, the scratch CNN."
     variants = [n for n in res['runs'] if is_variant(n)]
-    if len(variants) != 3: raise ValueError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
+    if len(variants) != 3:
+        raise ValueError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
     return [BASELINE, *variants, SCRATCH]
 
 # %% ../nbs/08_submit.ipynb #91a49f46
@@ -29,7 +31,8 @@ def _check_run(d:Path, out:Path):
     "Raise one sentence if the run folder `d` is missing, its checkpoint does not load or it has no TensorBoard log."
     if not d.is_dir(): raise ValueError(f"Run folder {d} is missing: re-run `tl-fastai study --out {out}` to train it.")
     try: load_checkpoint(d/CKPT)
-    except (OSError, CheckpointError, KeyError) as e: raise ValueError(f"{d/CKPT} does not load ({e}); re-run the study with --force.") from None
+    except (OSError, CheckpointError, KeyError) as e:
+        raise ValueError(f"{d/CKPT} does not load ({e}); re-run the study with --force.") from None
     if not list((d/'logs').glob('events.out.tfevents.*')):
         raise ValueError(f"{d/'logs'} holds no TensorBoard event file: re-train {d.name} with --force.")
 
@@ -40,12 +43,14 @@ def _check_notebook(nb_path:Path):
     if not all(c.get('execution_count') for c in nb.cells if c.cell_type == 'code'):
         raise ValueError(f"{nb_path} has unexecuted cells: run `tl-fastai notebook --execute` first.")
     if errs := notebook_errors(nb_path):
-        raise ValueError(f"{nb_path} has an error output ({errs[0].ename}: {errs[0].evalue}): fix it and execute again.")
+        raise ValueError(f"{nb_path} has an error output ({errs[0].ename}: {errs[0].evalue}): "
+                         "fix it and execute again.")
 
 def check_submission(notebook, out)->list:
     "Raise one sentence on the first thing missing from a complete submission; the run names when all is well."
     nb_path, out = Path(notebook), Path(out)
-    res = read_json(out/STUDY_JSON, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
+    res = read_json(out/STUDY_JSON,
+                    fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
     if res is None: raise ValueError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
     runs = expected_runs(res)
     for r in runs: _check_run(out/r, out)
@@ -57,19 +62,21 @@ def zip_members(out:Path, # study folder
                 runs:list, # its run folders
                 resume_state:bool=False, # pack the resume state (the folder as it is on disk)
                )->dict:
-    "{name in the zip: file on disk} of `saved_models/`: each run's best checkpoint as its model_checkpoint.pt, unless `resume_state`."
-    files = {f"saved_models/{f.relative_to(out).as_posix()}": f for f in sorted(out.rglob('*')) if f.is_file() and f.name != LOCK}
+    "{name in the zip: file on disk} of `saved_models/`: each run's best checkpoint as its model_checkpoint.pt."
+    files = {f"saved_models/{f.relative_to(out).as_posix()}": f
+             for f in sorted(out.rglob('*')) if f.is_file() and f.name != LOCK}
     if resume_state: return files
     for r in runs:
         files[f"saved_models/{r}/{CKPT}"] = files.pop(f"saved_models/{r}/{BEST_CKPT}")
     return files
 
+# %% ../nbs/08_submit.ipynb #59c01970
 def make_zip(notebook='notebook.ipynb', # the executed submission notebook
              out='saved_models', # study folder
              zip_path='submission.zip', # zip to write
-             resume_state:bool=False, # also pack what resuming needs (optimizer and random states): a zip about 4x larger
+             resume_state:bool=False, # also pack what resuming needs (optimizer and random states): a much larger zip
             )->Path:
-    "Check the study and notebook, then write submission.zip (notebook.ipynb + saved_models/) atomically; prints its size."
+    "Check the study and notebook, then write the zip (notebook.ipynb + saved_models/) atomically; prints its size."
     out, zip_path = Path(out), Path(zip_path)
     def write(tmp):
         with zipfile.ZipFile(tmp, 'w') as z:

@@ -1,4 +1,4 @@
-"""Run configuration, the fastai Learner, equal-epoch transfer learning with continuous TensorBoard logs, atomic per-epoch checkpoints, resume, and the one-parameter sweep.
+"""Run config, Learner, equal-epoch transfer learning with continuous logs, atomic checkpoints, resume, the sweep.
 
 Docs: https://tl-fastai.github.io/tl_fastai/train.html.md"""
 
@@ -22,38 +22,45 @@ import fastai.callback.schedule  # adds Learner.fit_one_cycle
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
-from fastai.torch_core import set_seed, rank_distrib, num_distrib, distrib_barrier
+from fastai.torch_core import set_seed, rank_distrib, num_distrib
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, read_json, variant_name,
-                            write_csv, write_json)
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, read_json,
+                            variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'macro_metric',
            'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'rng_states',
-           'set_rng_states', 'state_on_params', 'load_opt_state', 'checkpoint_dict', 'CheckpointError',
-           'read_checkpoint', 'load_checkpoint', 'open_writer', 'log_scalars', 'log_hparams', 'epoch_line',
-           'EpochLogger', 'environment', 'norm_for', 'train_run', 'is_ddp', 'main_first', 'run_summary', 'run_state',
-           'read_history', 'sweep_configs', 'best_variant']
+           'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state', 'checkpoint_dict',
+           'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams', 'epoch_line',
+           'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp', 'main_first',
+           'train_run', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
+_TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
+
 def torch_opt(cls, # a `torch.optim` optimizer class
               **defaults, # its settings
              ):
-    "A fastai `opt_func` running torch's `cls` in fastai's `OptimWrapper`, with fused kernels where torch has them, else multi-tensor ones."
+    "A fastai `opt_func`: torch's `cls` in an `OptimWrapper`, fused kernels where torch has them, else multi-tensor."
     def opt_func(params, lr, **kw):
         on_gpu = all(p.is_cuda for g in params for p in g)
-        fused = 'fused' in inspect.signature(cls).parameters and (on_gpu or _TORCH >= (2, 4))    # fused on the CPU since torch 2.4
-        return OptimWrapper(params, cls, lr=lr, **{**defaults, **kw}, **(dict(fused=True) if fused else dict(foreach=True)))
+        # fused kernels run on the CPU too since torch 2.4
+        fused = 'fused' in inspect.signature(cls).parameters and (on_gpu or _TORCH >= (2, 4))
+        return OptimWrapper(params, cls, lr=lr, **{**defaults, **kw},
+                            **(dict(fused=True) if fused else dict(foreach=True)))
     return opt_func
 
-_TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
-
+# %% ../nbs/02_train.ipynb #e5aef118
 OPTIMIZERS = dict(adam=torch_opt(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5),
                   sgd=torch_opt(torch.optim.SGD, momentum=0.9),
                   radam=torch_opt(torch.optim.RAdam, betas=(0.9, 0.99), eps=1e-5, decoupled_weight_decay=True),
                   ranger=ranger)
+
+# %% ../nbs/02_train.ipynb #1aab5c0b
+METRIC_COLS = ('valid_accuracy', 'valid_precision', 'valid_recall', 'valid_f1')
+HISTORY_COLS = ['epoch', 'phase', 'train_loss', 'valid_loss', 'train_accuracy', *METRIC_COLS, 'lr', 'time_s']
 
 @dataclass
 class RunConfig:
@@ -75,11 +82,16 @@ class RunConfig:
     monitor:str='valid_f1' # validation column of history.csv that picks the best epoch (higher is better)
 
     def __post_init__(self):
-        if self.opt not in OPTIMIZERS: raise ValueError(f"Unknown optimizer {self.opt!r}: choose one of {', '.join(OPTIMIZERS)}.")
-        if not (isinstance(self.epochs, int) and self.epochs >= 1): raise ValueError(f"epochs={self.epochs!r} must be a positive integer.")
+        if self.opt not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.opt!r}: choose one of {', '.join(OPTIMIZERS)}.")
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs={self.epochs!r} must be a positive integer.")
         if self.transfer and not 0 <= self.freeze_epochs < self.epochs:
-            raise ValueError(f"freeze_epochs={self.freeze_epochs} must be at least 0 and below epochs={self.epochs} (epochs counts the frozen ones too).")
-        if self.monitor not in METRIC_COLS: raise ValueError(f"monitor={self.monitor!r} is not a validation metric: choose one of {', '.join(METRIC_COLS)}.")
+            raise ValueError(f"freeze_epochs={self.freeze_epochs} must be at least 0 and below epochs={self.epochs} "
+                             "(epochs counts the frozen ones too).")
+        if self.monitor not in METRIC_COLS:
+            raise ValueError(f"monitor={self.monitor!r} is not a validation metric: "
+                             f"choose one of {', '.join(METRIC_COLS)}.")
 
     @property
     def transfer(self)->bool: return self.pretrained and self.arch != 'scratch_cnn'
@@ -89,19 +101,19 @@ class RunConfig:
         if not self.transfer or self.freeze_epochs == 0: return [('unfrozen', self.epochs)]
         return [('frozen', self.freeze_epochs), ('unfrozen', self.epochs - self.freeze_epochs)]
 
-METRIC_COLS = ('valid_accuracy', 'valid_precision', 'valid_recall', 'valid_f1')
-HISTORY_COLS = ['epoch', 'phase', 'train_loss', 'valid_loss', 'train_accuracy', *METRIC_COLS, 'lr', 'time_s']
-
 # %% ../nbs/02_train.ipynb #b1673a67
 def macro_metric(fn, name:str):
     "A fastai metric computing the sklearn `fn` with `average='macro'` over the whole validation set."
     return AccumMetric(fn, dim_argmax=-1, to_np=True, invert_arg=True, name=name, average='macro', zero_division=0)
 
+# %% ../nbs/02_train.ipynb #4bdc6c1e
 def valid_metrics()->list:
     "Accuracy and macro precision, recall and F1, named as in history.csv."
     acc = AccumMetric(skm.accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True, name='accuracy')
-    return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'), macro_metric(skm.f1_score, 'f1')]
+    return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'),
+            macro_metric(skm.f1_score, 'f1')]
 
+# %% ../nbs/02_train.ipynb #e5ec3732
 def use_speedups(learn:Learner)->Learner:
     "Channels-last weights everywhere; on a GPU cuDNN's autotuner and mixed precision (`amp_dtype`: bf16 or fp16)."
     learn.model.to(memory_format=torch.channels_last)
@@ -110,13 +122,15 @@ def use_speedups(learn:Learner)->Learner:
     torch.backends.cudnn.benchmark = True              # fixed image sizes: pick the fastest convolution kernels once
     return learn.to_bf16() if dt == torch.bfloat16 else learn.to_fp16()
 
+# %% ../nbs/02_train.ipynb #e829f5f1
 class DeviceSmoothLoss(AvgSmoothLoss):
-    "fastai's smoothed training loss kept on the loss's device: no host-device sync per batch (fastai's moves it to the CPU)."
+    "fastai's smoothed training loss kept on the loss's device: no host sync per batch (fastai's moves it to the CPU)."
     def accumulate(self, learn):
         self.count += 1
         loss = learn.loss.detach().mean()
         self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
+# %% ../nbs/02_train.ipynb #3f2ccac2
 def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
                   n:int, # leading stages to freeze for good
                  )->int:
@@ -124,6 +138,7 @@ def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
     for p in (p for st in stages(model)[:n] for p in st): p.requires_grad_(False)
     return n
 
+# %% ../nbs/02_train.ipynb #49a24056
 def build_learner(cfg:RunConfig, # the run
                   dls, # DataLoaders of the split
                   cbs=None, # extra callbacks
@@ -138,8 +153,6 @@ def build_learner(cfg:RunConfig, # the run
     return use_speedups(learn)
 
 # %% ../nbs/02_train.ipynb #6cfe1b88
-CKPT_FORMAT = 'tl_fastai.checkpoint/1'
-
 def _plain(o):
     "`o` with fastcore `L`s, tuples and NumPy values turned into plain lists, dicts and numbers."
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
@@ -148,8 +161,10 @@ def _plain(o):
     if isinstance(o, torch.Tensor): return o.detach().cpu().clone()
     return o
 
+# %% ../nbs/02_train.ipynb #34a8463b
 def _bare(model:nn.Module)->nn.Module: return getattr(model, 'module', model)  # the model inside a DDP wrapper
 
+# %% ../nbs/02_train.ipynb #fb5a0b95
 def _shuffler(learn:Learner):
     "The training DataLoader that owns the shuffling random state (inside fastai's DistributedDL under DDP)."
     dl = learn.dls.train
@@ -162,6 +177,7 @@ def rng_states(learn:Learner)->dict:
                 torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 dl=_plain(_shuffler(learn).rng.getstate()))
 
+# %% ../nbs/02_train.ipynb #40c1f275
 def set_rng_states(learn:Learner, st:dict):
     "Restore what `rng_states` saved (the GPUs' states when this machine has as many GPUs)."
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
@@ -170,22 +186,30 @@ def set_rng_states(learn:Learner, st:dict):
     if st.get('cuda') and len(st['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(st['cuda'])
     _shuffler(learn).rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
 
+# %% ../nbs/02_train.ipynb #f5e13538
 def state_on_params(state:dict, # fastai `Optimizer.state`: {parameter: {name: value}}
                    )->dict:
-    "Move each state tensor to its parameter's device, floating ones to its dtype (a loaded state stays where it was loaded)."
+    "Move each state tensor to its parameter's device, floating ones to its dtype (a loaded state stays where loaded)."
     for p, st in state.items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor): st[k] = v.to(p.device, dtype=p.dtype if v.is_floating_point() else v.dtype)
     return state
 
+# %% ../nbs/02_train.ipynb #829d8cd0
+class CheckpointError(ValueError):
+    "A file that is not a usable tl_fastai checkpoint."
+
+# %% ../nbs/02_train.ipynb #fea3bca2
 def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimWrapper`)
                    sd:dict, # its `state_dict()` from a checkpoint, loaded on the CPU
                   ):
-    "Load an optimizer state onto the parameters' devices, keeping this machine's kernel choice (fused or multi-tensor)."
+    "Load an optimizer state onto the parameters' devices, keeping this machine's kernels (fused or multi-tensor)."
     if not isinstance(opt, OptimWrapper):
         opt.load_state_dict(sd)
         return state_on_params(opt.state)
-    if 'param_groups' not in sd: raise CheckpointError("The checkpoint's optimizer state was written by an earlier tl_fastai and cannot be resumed: retrain the run with --force.")
+    if 'param_groups' not in sd:
+        raise CheckpointError("The checkpoint's optimizer state was written by an earlier tl_fastai and cannot be "
+                              "resumed: retrain the run with --force.")
     kernels = [{k: g[k] for k in ('fused', 'foreach') if k in g} for g in opt.opt.param_groups]
     opt.load_state_dict(sd)
     for g, kern in zip(opt.opt.param_groups, kernels):
@@ -194,29 +218,43 @@ def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimW
             st = opt.opt.state.get(p, {})
             if 'step' in st: st['step'] = st['step'].to(p.device if g.get('fused') or g.get('capturable') else 'cpu')
 
-def checkpoint_dict(learn:Learner, cfg:RunConfig, epoch:int, phase:str, history:list, stats:tuple)->dict:
+# %% ../nbs/02_train.ipynb #964f189e
+CKPT_FORMAT = 'tl_fastai.checkpoint/1'
+
+def checkpoint_dict(learn:Learner, # the run's Learner
+                    cfg:RunConfig, # its configuration
+                    epoch:int, # the global epoch just finished
+                    phase:str, # 'frozen' or 'unfrozen'
+                    history:list, # one row per epoch so far
+                    stats:tuple, # normalisation (mean, std)
+                   )->dict:
     "Everything needed to rebuild the model or resume the run after global `epoch`."
-    model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu() for k, v in _bare(learn.model).state_dict().items()}
-    return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size, mean=list(stats[0]), std=list(stats[1]),
-                epoch=epoch, phase=phase, epochs=cfg.epochs, config=_plain(asdict(cfg)), history=_plain(history),
-                model=model, opt=_plain(learn.opt.state_dict()), rng=rng_states(learn),
-                torch_version=str(torch.__version__))
+    model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
+             for k, v in _bare(learn.model).state_dict().items()}
+    return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size,
+                mean=list(stats[0]), std=list(stats[1]), epoch=epoch, phase=phase, epochs=cfg.epochs,
+                config=_plain(asdict(cfg)), history=_plain(history), model=model, opt=_plain(learn.opt.state_dict()),
+                rng=rng_states(learn), torch_version=str(torch.__version__))
 
 # %% ../nbs/02_train.ipynb #ad2d55b6
-class CheckpointError(ValueError): pass
-
 def read_checkpoint(path:str|Path)->dict:
     "The raw checkpoint dict at `path`, loaded safely; a clear error for anything else."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"Checkpoint {path} does not exist: train the run first (tl-fastai study) or check the path.")
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist: "
+                                "train the run first (tl-fastai study) or check the path.")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a tl_fastai checkpoint (it cannot be loaded as plain tensors: {type(e).__name__}); "
-                              "it was refused unread because a pickled file can run code — re-create it with tl_fastai.") from None
+        raise CheckpointError(f"{path} is not a tl_fastai checkpoint (it cannot be loaded as plain tensors: "
+                              f"{type(e).__name__}); it was refused unread because a pickled file can run code — "
+                              "re-create it with tl_fastai.") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise CheckpointError(f"{path} is not a tl_fastai checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}); re-create it with tl_fastai.")
+        raise CheckpointError(f"{path} is not a tl_fastai checkpoint "
+                              f"(format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}); "
+                              "re-create it with tl_fastai.")
     return ck
 
+# %% ../nbs/02_train.ipynb #ecbdd10e
 def load_checkpoint(path:str|Path, # a model_checkpoint.pt or best_checkpoint.pt
                     classes:list|None=None, # the data's classes: refused if the checkpoint's differ
                     device=None, # where the model goes (default: CPU)
@@ -224,10 +262,12 @@ def load_checkpoint(path:str|Path, # a model_checkpoint.pt or best_checkpoint.pt
     "The model (eval mode) and metadata of a tl_fastai checkpoint, loaded without executing any code."
     ck = read_checkpoint(path)
     if classes is not None and list(classes) != ck['classes']:
-        raise CheckpointError(f"{path} was trained on classes {ck['classes']} but the data has {list(classes)}: evaluate it on the dataset it was trained on.")
+        raise CheckpointError(f"{path} was trained on classes {ck['classes']} but the data has {list(classes)}: "
+                              "evaluate it on the dataset it was trained on.")
     model = create_model(ck['arch'], len(ck['classes']), pretrained=False, drop_rate=ck['config'].get('dropout', 0.))
     try: model.load_state_dict(ck['model'])
-    except RuntimeError as e: raise CheckpointError(f"{path} does not fit architecture {ck['arch']!r}: {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit architecture {ck['arch']!r}: {str(e).splitlines()[0]}") from None
     meta = {k: v for k, v in ck.items() if k not in ('model', 'opt', 'rng')}
     return model.to(ifnone(device, 'cpu')).eval(), meta
 
@@ -235,9 +275,16 @@ def load_checkpoint(path:str|Path, # a model_checkpoint.pt or best_checkpoint.pt
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as tb_hparams
 
-TB_TAGS = dict(train_loss='loss/train', valid_loss='loss/valid', train_accuracy='accuracy/train', valid_accuracy='accuracy/valid',
-               valid_f1='f1_macro/valid', valid_precision='precision_macro/valid', valid_recall='recall_macro/valid', lr='lr')
+TB_TAGS = dict(train_loss='loss/train', valid_loss='loss/valid', train_accuracy='accuracy/train',
+               valid_accuracy='accuracy/valid', valid_f1='f1_macro/valid', valid_precision='precision_macro/valid',
+               valid_recall='recall_macro/valid', lr='lr')
 
+def log_scalars(w:SummaryWriter, row:dict):
+    "Write one history row to TensorBoard at step = its global epoch."
+    for col, tag in TB_TAGS.items(): w.add_scalar(tag, row[col], row['epoch'])
+    w.flush()
+
+# %% ../nbs/02_train.ipynb #163ac6cf
 def open_writer(run_dir:Path, history:list)->SummaryWriter:
     "A fresh TensorBoard writer in `run_dir/logs`, replaying `history` so the log is one continuous file."
     logs = Path(run_dir)/'logs'
@@ -246,11 +293,7 @@ def open_writer(run_dir:Path, history:list)->SummaryWriter:
     for row in history: log_scalars(w, row)
     return w
 
-def log_scalars(w:SummaryWriter, row:dict):
-    "Write one history row to TensorBoard at step = its global epoch."
-    for col, tag in TB_TAGS.items(): w.add_scalar(tag, row[col], row['epoch'])
-    w.flush()
-
+# %% ../nbs/02_train.ipynb #cedcfa4c
 def log_hparams(w:SummaryWriter, cfg:RunConfig, final:dict):
     "The run's hyperparameters and final validation metrics, for TensorBoard's HParams tab."
     hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in asdict(cfg).items()}
@@ -258,11 +301,14 @@ def log_hparams(w:SummaryWriter, cfg:RunConfig, final:dict):
     for k, v in final.items(): w.add_scalar(f'hparam/{k}', v, cfg.epochs - 1)
     w.flush()
 
+# %% ../nbs/02_train.ipynb #abf60d75
 def epoch_line(run:str, row:dict, epochs:int)->str:
     "One line for a log file: run, epoch, losses, validation accuracy and macro F1, seconds."
-    return (f"[{run}] epoch {row['epoch'] + 1}/{epochs} ({row['phase']}): train loss {row['train_loss']:.4f}, valid loss "
-            f"{row['valid_loss']:.4f}, valid accuracy {row['valid_accuracy']:.4f}, macro F1 {row['valid_f1']:.4f}, {row['time_s']:.0f}s")
+    return (f"[{run}] epoch {row['epoch'] + 1}/{epochs} ({row['phase']}): train loss {row['train_loss']:.4f}, "
+            f"valid loss {row['valid_loss']:.4f}, valid accuracy {row['valid_accuracy']:.4f}, "
+            f"macro F1 {row['valid_f1']:.4f}, {row['time_s']:.0f}s")
 
+# %% ../nbs/02_train.ipynb #36e39f26
 class EpochLogger(Callback):
     "Global-epoch history, TensorBoard scalars and atomic checkpoints across training phases."
     order = 60  # after Recorder (50), before the progress callback writes its line
@@ -271,14 +317,16 @@ class EpochLogger(Callback):
         self.offset, self.phase, self.start, self.echo = 0, 'unfrozen', 0, echo
     def before_epoch(self): self.n, self.sums, self.t0 = 0, 0, time.time()
     def after_batch(self):
-        "Add up the batch's images, and its loss sum and correct predictions on the device: no sync with the host per batch."
+        "Add up the batch's images, loss sum and correct predictions, on the device: no sync with the host per batch."
         if not self.training or not len(self.yb): return
         y = self.yb[0]
         self.n += len(y)
-        self.sums = self.sums + torch.stack([self.loss.detach().double()*len(y), (self.pred.argmax(-1) == y).sum().double()])
+        self.sums = self.sums + torch.stack([self.loss.detach().double()*len(y),
+                                             (self.pred.argmax(-1) == y).sum().double()])
     def _totals(self)->tuple:
         "Images, loss sum and correct predictions of the epoch, summed over all processes under DDP."
-        t = torch.cat([torch.tensor([self.n], dtype=torch.float64), torch.as_tensor(self.sums, dtype=torch.float64).cpu().reshape(-1)])
+        t = torch.cat([torch.tensor([self.n], dtype=torch.float64),
+                       torch.as_tensor(self.sums, dtype=torch.float64).cpu().reshape(-1)])
         if num_distrib() > 1 and torch.distributed.is_initialized():
             t = t.to(self.dls.device); torch.distributed.all_reduce(t); t = t.cpu()
         return t.tolist()
@@ -286,45 +334,169 @@ class EpochLogger(Callback):
         if self.epoch < self.start or self.n == 0: return   # an epoch skipped while resuming
         vals = dict(zip(self.recorder.metric_names, self.recorder.log))
         n, loss_sum, correct = self._totals()
-        row = dict(epoch=self.offset + self.epoch, phase=self.phase, train_loss=loss_sum/n, valid_loss=float(vals['valid_loss']),
-                   train_accuracy=correct/n, **{f'valid_{m}': float(vals[m]) for m in ('accuracy', 'precision', 'recall', 'f1')},
+        row = dict(epoch=self.offset + self.epoch, phase=self.phase, train_loss=loss_sum/n,
+                   valid_loss=float(vals['valid_loss']), train_accuracy=correct/n,
+                   **{f'valid_{m}': float(vals[m]) for m in ('accuracy', 'precision', 'recall', 'f1')},
                    lr=float(self.opt.hypers[-1]['lr']), time_s=round(time.time() - self.t0, 2))
         self.history.append(row)
-        if rank_distrib(): return                                                 # under DDP only the first process writes
+        if rank_distrib(): return                       # under DDP only the first process writes
         if self.echo: print(epoch_line(self.run_dir.name, row, self.cfg.epochs), flush=True)
         log_scalars(self.writer, row)
         write_csv(pd.DataFrame(self.history, columns=HISTORY_COLS), self.run_dir/HISTORY, index=False)
         ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
-        if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in self.history[:-1]):   # best first: a kill in between redoes this epoch
-            atomic_save({k: v for k, v in ck.items() if k not in ('opt', 'rng')}, self.run_dir/BEST_CKPT)   # no resume state
+        # the best checkpoint (no resume state) first: a kill in between redoes this epoch
+        if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in self.history[:-1]):
+            atomic_save({k: v for k, v in ck.items() if k not in ('opt', 'rng')}, self.run_dir/BEST_CKPT)
         atomic_save(ck, self.run_dir/CKPT)
 
 # %% ../nbs/02_train.ipynb #7dd2039e
 def environment()->dict:
     "Library versions and the device, for run.json and study.json."
     import fastai, timm, sklearn
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)'
-    return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__, timm=timm.__version__,
-                sklearn=sklearn.__version__, device=dev, processes=max(1, num_distrib()), platform=platform.platform())
+    dev = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+           else f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)')
+    return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
+                timm=timm.__version__, sklearn=sklearn.__version__, device=dev, processes=max(1, num_distrib()),
+                platform=platform.platform())
 
+# %% ../nbs/02_train.ipynb #4b059670
+def norm_for(cfg:RunConfig, df:pd.DataFrame)->tuple:
+    "Normalisation (mean, std): the backbone's for pretrained models, the training split's otherwise."
+    return (cfg.transfer and norm_stats(cfg.arch)) or channel_stats(df.path[df.split == 'train'])
+
+# %% ../nbs/02_train.ipynb #254ee65b
 def _check_same_config(run_dir:Path, old:dict, cfg:RunConfig):
     "Refuse to continue a run folder that was made with another configuration."
     new = _plain(asdict(cfg))
     diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if diff:
         changes = ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())
-        raise ValueError(f"{run_dir} was trained with another configuration ({changes}): pass force=True (--force) to retrain it, "
-                         "or use another output folder.")
+        raise ValueError(f"{run_dir} was trained with another configuration ({changes}): "
+                         "pass force=True (--force) to retrain it, or use another output folder.")
 
-def norm_for(cfg:RunConfig, df:pd.DataFrame)->tuple:
-    "Normalisation (mean, std): the backbone's for pretrained models, the training split's otherwise."
-    return (cfg.transfer and norm_stats(cfg.arch)) or channel_stats(df.path[df.split == 'train'])
+# %% ../nbs/02_train.ipynb #aa9db121
+def run_summary(cfg:RunConfig, history:list, wall:float)->dict:
+    "run.json content: config, environment, final and best epoch metrics, wall time."
+    best = max(history, key=lambda r: r[cfg.monitor])
+    return dict(finished=len(history) == cfg.epochs, config=_plain(asdict(cfg)), seed=cfg.seed,
+                environment=environment(), epochs=len(history), final=history[-1], best=best,
+                best_epoch=best['epoch'], monitor=cfg.monitor, wall_time_s=round(wall, 1))
+
+# %% ../nbs/02_train.ipynb #72157a82
+def run_state(run_dir:Path, # a run folder
+             )->dict|None:
+    "The run's run.json, rebuilt from its checkpoint if damaged (finished runs stay finished); None if there is none."
+    f, ck_path = Path(run_dir)/RUN_JSON, Path(run_dir)/CKPT
+    try: return read_json(f)
+    except StateFileError as e:
+        if not ck_path.exists(): raise e from None
+    ck = read_checkpoint(ck_path)
+    f.unlink()
+    if len(ck['history']) < ck['epochs']:
+        warnings.warn(f"{f} was damaged: removed, the run resumes from {ck_path.name}.")
+        return None
+    res = run_summary(RunConfig(**ck['config']), ck['history'], wall=sum(r['time_s'] for r in ck['history']))
+    write_json(res, f)
+    warnings.warn(f"{f} was damaged: rebuilt from {ck_path.name}.")
+    return res
+
+# %% ../nbs/02_train.ipynb #3a4a02a1
+def read_history(run_dir:Path, # a run folder
+                )->pd.DataFrame:
+    "The run's history.csv, one row per epoch; rebuilt from its checkpoint if it is missing or damaged."
+    f = Path(run_dir)/HISTORY
+    try:
+        h = pd.read_csv(f)
+        if (list(h.columns) == HISTORY_COLS and h.epoch.tolist() == list(range(len(h)))
+            and not h.isna().any().any()): return h
+    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError): pass
+    h = pd.DataFrame(read_checkpoint(Path(run_dir)/CKPT)['history'], columns=HISTORY_COLS)
+    write_csv(h, f, index=False)
+    warnings.warn(f"{f} was missing or damaged: rebuilt from {CKPT}.")
+    return h
+
+# %% ../nbs/02_train.ipynb #3d65e07e
+def is_ddp()->bool:
+    "Whether this is one of several processes launched for data-parallel training (CPU ones told to Accelerate)."
+    if num_distrib() <= 1: return False
+    # Accelerate does not wrap on a CPU unless told to
+    if not torch.cuda.is_available(): os.environ.setdefault('ACCELERATE_USE_CPU', 'true')
+    return True
+
+# %% ../nbs/02_train.ipynb #6a1f4e8e
+def main_first(fn, *args):
+    "`fn(*args)` in the first process, then in the others (fastai's `rank0_first`); a plain call without DDP."
+    return rank0_first(fn, *args) if is_ddp() else fn(*args)
+
+# %% ../nbs/02_train.ipynb #f73135ae
+@patch
+def _broadcast(self:DistributedDL, t, rank):
+    "Broadcast the index list `t` from `rank`: on the GPU under NCCL, on the CPU under gloo (fastai's assumes NCCL)."
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu')
+    torch.distributed.broadcast(t, rank)
+    return t.cpu().tolist()
+
+# %% ../nbs/02_train.ipynb #5f75aba3
+@patch
+def _wrap_dl(self:DistributedTrainer, dl):
+    "fastai's, with the DataLoaders' device: a model wrapped for the CPU has no `.device`."
+    return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=self.learn.dls.device)
+
+# %% ../nbs/02_train.ipynb #b9ca4104
+def _distributed(learn:Learner):
+    "fastai's DDP context (Accelerate) when launched on several processes; nothing otherwise."
+    from contextlib import nullcontext
+    return learn.distrib_ctx(sync_bn=torch.cuda.is_available()) if is_ddp() else nullcontext()
+
+# %% ../nbs/02_train.ipynb #25c557f0
+def _unfrozen_lr(cfg:RunConfig)->tuple:
+    "Learning rates and schedule of the unfrozen phase, as fastai's `fine_tune` does."
+    if not cfg.transfer: return cfg.lr, {}
+    base = cfg.lr/2 if cfg.freeze_epochs else cfg.lr
+    return slice(base/cfg.lr_mult, base), dict(pct_start=0.3, div=5.)
+
+# %% ../nbs/02_train.ipynb #ccac6b35
+def _quiet(learn:Learner, quiet:bool):
+    "Context without fastai's progress bars and printed tables when `quiet`."
+    from contextlib import nullcontext, ExitStack
+    if not quiet: return nullcontext()
+    st = ExitStack(); st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
+    return st
+
+# %% ../nbs/02_train.ipynb #56b9d535
+def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, quiet:bool):
+    "Run the frozen and unfrozen one-cycle phases, starting after the checkpoint's epoch if resuming."
+    done = ck['epoch'] + 1 if ck else 0
+    offset = 0
+    for phase, n in cfg.phases():
+        if done < offset + n:
+            learn.freeze() if phase == 'frozen' else learn.unfreeze()
+            start = max(0, done - offset)
+            if start:                               # resuming inside this phase
+                load_opt_state(learn.opt, ck['opt'])
+                set_rng_states(learn, ck['rng'])
+            elif ck and done == offset and done:     # resuming at the start of a phase: random states only
+                set_rng_states(learn, ck['rng'])
+            logger.offset, logger.phase, logger.start = offset, phase, start
+            lr, kw = (cfg.lr, {}) if phase == 'frozen' else _unfrozen_lr(cfg)
+            with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, **kw)
+        offset += n
+
+# %% ../nbs/02_train.ipynb #5232febc
+def _prepare_dir(run_dir:Path, cfg:RunConfig, force:bool)->dict|None:
+    "Empty the folder if `force`, return the run.json of a finished run (same config required), else create the folder."
+    if force and run_dir.exists() and not rank_distrib(): shutil.rmtree(run_dir)
+    done = run_state(run_dir)
+    if done and done.get('finished'):
+        _check_same_config(run_dir, done['config'], cfg)
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
 
 def train_run(cfg:RunConfig, # what to train
               df:pd.DataFrame, # split table (`prepare_split`)
               run_dir:str|Path, # the run's folder
               force:bool=False, # retrain even if the folder holds a finished or interrupted run
-              quiet:bool=False, # print nothing; else fastai's bars in a terminal or notebook, one line per epoch elsewhere
+              quiet:bool=False, # print nothing; else bars in a terminal or notebook, one line per epoch elsewhere
               stats:tuple|None=None, # normalisation (mean, std); None: `norm_for(cfg, df)`
               cbs=None, # extra fastai callbacks (e.g. to stop early in tests)
              )->dict:
@@ -356,111 +528,6 @@ def train_run(cfg:RunConfig, # what to train
     write_json(res, run_dir/RUN_JSON)
     return res
 
-def is_ddp()->bool:
-    "Whether this is one of several processes launched for data-parallel training (CPU ones told to Accelerate)."
-    if num_distrib() <= 1: return False
-    if not torch.cuda.is_available(): os.environ.setdefault('ACCELERATE_USE_CPU', 'true')   # else Accelerate does not wrap on a CPU
-    return True
-
-def main_first(fn, *args):
-    "`fn(*args)` in the first process, then in the others (fastai's `rank0_first`); a plain call without DDP."
-    return rank0_first(fn, *args) if is_ddp() else fn(*args)
-
-def _prepare_dir(run_dir:Path, cfg:RunConfig, force:bool)->dict|None:
-    "Empty the folder if `force`, return the run.json of a finished run (same config required), else create the folder."
-    if force and run_dir.exists() and not rank_distrib(): shutil.rmtree(run_dir)
-    done = run_state(run_dir)
-    if done and done.get('finished'):
-        _check_same_config(run_dir, done['config'], cfg)
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-@patch
-def _broadcast(self:DistributedDL, t, rank):
-    "Broadcast the index list `t` from `rank`: on the GPU under NCCL, on the CPU under gloo (fastai's own assumes NCCL)."
-    t = torch.tensor(t, dtype=torch.long, device='cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu')
-    torch.distributed.broadcast(t, rank)
-    return t.cpu().tolist()
-
-@patch
-def _wrap_dl(self:DistributedTrainer, dl):
-    "fastai's, with the DataLoaders' device: a model wrapped for the CPU has no `.device`."
-    return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=self.learn.dls.device)
-
-def _distributed(learn:Learner):
-    "fastai's DDP context (Accelerate) when launched on several processes; nothing otherwise."
-    from contextlib import nullcontext
-    return learn.distrib_ctx(sync_bn=torch.cuda.is_available()) if is_ddp() else nullcontext()
-
-def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, quiet:bool):
-    "Run the frozen and unfrozen one-cycle phases, starting after the checkpoint's epoch if resuming."
-    done = ck['epoch'] + 1 if ck else 0
-    offset = 0
-    for phase, n in cfg.phases():
-        if done < offset + n:
-            learn.freeze() if phase == 'frozen' else learn.unfreeze()
-            start = max(0, done - offset)
-            if start:                               # resuming inside this phase
-                load_opt_state(learn.opt, ck['opt'])
-                set_rng_states(learn, ck['rng'])
-            elif ck and done == offset and done:     # resuming at the start of a phase: random states only
-                set_rng_states(learn, ck['rng'])
-            logger.offset, logger.phase, logger.start = offset, phase, start
-            lr, kw = (cfg.lr, {}) if phase == 'frozen' else _unfrozen_lr(cfg)
-            with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, **kw)
-        offset += n
-
-def _unfrozen_lr(cfg:RunConfig)->tuple:
-    "Learning rates and schedule of the unfrozen phase, as fastai's `fine_tune` does."
-    if not cfg.transfer: return cfg.lr, {}
-    base = cfg.lr/2 if cfg.freeze_epochs else cfg.lr
-    return slice(base/cfg.lr_mult, base), dict(pct_start=0.3, div=5.)
-
-def _quiet(learn:Learner, quiet:bool):
-    "Context without fastai's progress bars and printed tables when `quiet`."
-    from contextlib import nullcontext, ExitStack
-    if not quiet: return nullcontext()
-    st = ExitStack(); st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
-    return st
-
-def run_summary(cfg:RunConfig, history:list, wall:float)->dict:
-    "run.json content: config, environment, final and best epoch metrics, wall time."
-    best = max(history, key=lambda r: r[cfg.monitor])
-    return dict(finished=len(history) == cfg.epochs, config=_plain(asdict(cfg)), seed=cfg.seed, environment=environment(),
-                epochs=len(history), final=history[-1], best=best, best_epoch=best['epoch'], monitor=cfg.monitor,
-                wall_time_s=round(wall, 1))
-
-# %% ../nbs/02_train.ipynb #72157a82
-def run_state(run_dir:Path, # a run folder
-             )->dict|None:
-    "The run's run.json, rebuilt from its checkpoint if damaged (finished runs stay finished); None if there is none."
-    f, ck_path = Path(run_dir)/RUN_JSON, Path(run_dir)/CKPT
-    try: return read_json(f)
-    except StateFileError as e:
-        if not ck_path.exists(): raise e from None
-    ck = read_checkpoint(ck_path)
-    f.unlink()
-    if len(ck['history']) < ck['epochs']:
-        warnings.warn(f"{f} was damaged: removed, the run resumes from {ck_path.name}.")
-        return None
-    res = run_summary(RunConfig(**ck['config']), ck['history'], wall=sum(r['time_s'] for r in ck['history']))
-    write_json(res, f)
-    warnings.warn(f"{f} was damaged: rebuilt from {ck_path.name}.")
-    return res
-
-def read_history(run_dir:Path, # a run folder
-                )->pd.DataFrame:
-    "The run's history.csv, one row per epoch; rebuilt from its checkpoint if it is missing or damaged."
-    f = Path(run_dir)/HISTORY
-    try:
-        h = pd.read_csv(f)
-        if list(h.columns) == HISTORY_COLS and h.epoch.tolist() == list(range(len(h))) and not h.isna().any().any(): return h
-    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError): pass
-    h = pd.DataFrame(read_checkpoint(Path(run_dir)/CKPT)['history'], columns=HISTORY_COLS)
-    write_csv(h, f, index=False)
-    warnings.warn(f"{f} was missing or damaged: rebuilt from {CKPT}.")
-    return h
-
 # %% ../nbs/02_train.ipynb #8330e346
 def sweep_configs(base:RunConfig, # the baseline configuration
                   param:str='lr', # the one field to vary
@@ -472,14 +539,16 @@ def sweep_configs(base:RunConfig, # the baseline configuration
     if param not in fields or param in fixed:
         raise ValueError(f"Cannot sweep {param!r}: choose one of {', '.join(k for k in fields if k not in fixed)}.")
     values = list(values)
-    if len(values) != 3 or len(set(values)) != 3: raise ValueError(f"A sweep needs exactly 3 different values, got {values}.")
+    if len(values) != 3 or len(set(values)) != 3:
+        raise ValueError(f"A sweep needs exactly 3 different values, got {values}.")
     cast = type(getattr(base, param))
     try: values = [cast(v) for v in values]
     except ValueError:
-        raise ValueError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: pass three numbers "
-                         "like 1e-4,1e-3,1e-2.") from None
+        raise ValueError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: "
+                         "pass three numbers like 1e-4,1e-3,1e-2.") from None
     return {variant_name(param, v): dataclasses.replace(base, **{param: v}) for v in values}
 
+# %% ../nbs/02_train.ipynb #4445d72e
 def best_variant(results:dict, # {run name: run.json content}
                  monitor:str='valid_f1', # validation metric (higher is better)
                 )->str:
