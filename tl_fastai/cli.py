@@ -41,7 +41,7 @@ def _values(s:str)->tuple:
 # %% ../nbs/09_cli.ipynb #b9605dcf
 def study_from_args(args)->StudyConfig:
     "The `StudyConfig` of `tl-fastai study`'s options; options left out come from the preset."
-    names = ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult',
+    names = ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult', 'soft',
              'out', 'force', 'seed')
     kw = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.values: kw['values'] = _values(args.values)
@@ -108,6 +108,8 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--lr', type=float, help='base learning rate (default: 2e-3)')
     s.add_argument('--lr-mult', type=float,
                    help='the body learns at lr / lr-mult once unfrozen (default: from the preset)')
+    s.add_argument('--soft', action=argparse.BooleanOptionalAction,
+                   help="train on ELPV's expert probabilities as soft targets (default: from the preset)")
     s.add_argument('--seed', type=int, help='split and training seed (default: 42)')
     s.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
     s.add_argument('--force', action='store_true', help='retrain finished runs')

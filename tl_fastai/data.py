@@ -15,7 +15,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  #
 import numpy as np, pandas as pd, psutil, torch
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
+from fastai.data.block import DataBlock, CategoryBlock, RegressionBlock, TransformBlock
 from fastai.data.transforms import ColReader, IndexSplitter, get_image_files, IntToFloatTensor, Normalize
 from fastai.vision.core import PILImage, TensorImage, image2tensor
 from fastai.vision.augment import Resize, aug_transforms
@@ -339,15 +339,21 @@ def get_dls(df:pd.DataFrame, # split table with `path`, `label`, `split`
             seed:int=42, # shuffling seed
             device=None, # where batches go; None: the default device
             cache:bool=True, # decode each image once and keep it (`cached_images`): train/valid now, test on first use
+            soft:bool=False, # also yield each image's expert probability (`proba`), before its label: for soft targets
            ):
     "fastai DataLoaders over the train and valid rows of a split table, with presizing, augmentation, normalisation."
+    if soft and ('proba' not in df or df.label.nunique() != 2):
+        raise ValueError("Soft targets need the expert probability of ELPV's two classes (a `proba` column): use the "
+                         "dataset elpv, or leave soft targets off.")
     device = torch.device(default_device() if device is None else device)
     augs = [] if augs is False else aug_transforms(size=size, **(augs or {}))
     px = round(size*presize) if augs else size
     images = (cache and cached_images(df.path[df.split != 'test'], px, device)) or ImageCache(px, keep=False)
     df = df[df.split.isin(['train', 'valid'])].reset_index(drop=True)
-    block = DataBlock(blocks=(TransformBlock(type_tfms=images, batch_tfms=IntToFloatTensor), CategoryBlock),
-                      get_x=ColReader('path'), get_y=ColReader('label'),
+    ys = ([RegressionBlock()], [ColReader('proba')]) if soft else ([], [])
+    x_block = TransformBlock(type_tfms=images, batch_tfms=IntToFloatTensor)
+    block = DataBlock(blocks=(x_block, *ys[0], CategoryBlock), n_inp=1,
+                      get_x=ColReader('path'), get_y=[*ys[1], ColReader('label')],
                       splitter=IndexSplitter(df.index[df.split == 'valid']),
                       batch_tfms=[*augs, Normalize.from_stats(torch.tensor(mean), torch.tensor(std))])
     set_seed(seed)

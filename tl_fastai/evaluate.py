@@ -54,7 +54,8 @@ def predict(model:torch.nn.Module, # any classifier returning logits of shape (B
         raise ValueError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
     dev, probs, targs = _device(model), [], []
     with torch.inference_mode(), autocast(dev), eval_mode(model):
-        for xb, yb in dl:
+        for b in dl:                        # (x, y), or (x, expert probability, y) from a loader with soft targets
+            xb, yb = b[0], b[-1]
             probs.append(torch.stack([model(v).double().softmax(1) for v in flips(_plain(xb).to(dev), tta)]).mean(0))
             targs.append(_plain(yb).long())
     if not probs:

@@ -142,7 +142,8 @@ def _baseline(cfg:StudyConfig)->list:
                "then fine-tuned with discriminative learning rates; every epoch is logged to TensorBoard "
                "(`%load_ext tensorboard`, `%tensorboard --logdir` on the study folder) and checkpointed. "
                "The baseline configuration:"),
-            code("report.config_table(res, ['baseline_pretrained'])"), code("Markdown(report.plan_text(res))"),
+            code("report.config_table(res, ['baseline_pretrained'])"),
+            code("Markdown(report.targets_text(res) + '\\n\\n' + report.plan_text(res))"),
             code(_fig('lr_find.png') + "\nMarkdown(report.lr_text(res))"),
             code("hist = report.history(out, 'baseline_pretrained')\ndisplay(hist)\n"
                  "plot_curves({'baseline_pretrained': hist})"),

@@ -18,9 +18,9 @@ from .study import runs_table
 
 # %% auto #0
 __all__ = ['FIT_WORDS', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table', 'data_table', 'split_table',
-           'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'plan_text', 'tuning_text',
-           'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text',
-           'class_recalls', 'comparison_text', 'conclusion_text', 'repro_text', 'model_choice_table']
+           'fit_text', 'compare_text', 'reference_text', 'baseline_text', 'lr_text', 'plan_text', 'targets_text',
+           'tuning_text', 'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis', 'error_tables',
+           'gradcam_text', 'class_recalls', 'comparison_text', 'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -163,6 +163,17 @@ def plan_text(res:dict)->str:
             f", so the plan was made again (it had {p['replanned_from']} epochs)." if 'replanned_from' in p
             else ", which confirmed it.")
     return s
+
+# %% ../nbs/06_report.ipynb #2b69b9d6
+def targets_text(res:dict)->str:
+    "What the runs trained on: the class labels, or the experts' probabilities as soft targets."
+    if not res['runs'][BASELINE]['config'].get('soft'):
+        return "**Targets.** Every run trained on the class labels, with the cross-entropy loss."
+    return ("**Targets.** Every run trained on soft targets: the experts' defect probability (0, 1/3, 2/3 or 1) "
+            "instead of the label it is thresholded into at 0.5, with the cross-entropy against that probability, as "
+            "Deitsch et al. "
+            "(2019) trained. A cell the experts rated 2/3 asks the model for 2/3, not for certainty. Metrics, the best "
+            "epoch and every test result use the labels.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
 def tuning_text(res:dict)->str:

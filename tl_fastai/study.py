@@ -38,9 +38,9 @@ __all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'StudyCon
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
-    smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0, lr_mult=3.),
-    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=32.),
-    gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10.),
+    smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0, lr_mult=3., soft=True),
+    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=30., soft=True),
+    gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10., soft=False),
 )
 
 @dataclass
@@ -54,6 +54,7 @@ class StudyConfig:
     values:tuple=(1e-4, 1e-3, 1e-2) # its three values
     lr:float=2e-3 # base learning rate
     lr_mult:float|None=None # the body learns at lr / lr_mult once unfrozen
+    soft:bool|None=None # train on the expert's probabilities as soft targets (ELPV's two classes only)
     epochs:int|None=None # total epochs of every run
     budget_min:float|None=None # minutes: fewer epochs (not below freeze_epochs + 2) if the estimate exceeds them
     freeze_epochs:int|None=None # frozen-body epochs of the pretrained runs
@@ -80,7 +81,7 @@ def run_configs(sc:StudyConfig)->dict:
     sc = sc.resolved()
     base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs,
                      keep_frozen=sc.keep_frozen, lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed,
-                     augs=default_augs(sc.dataset) or None)
+                     augs=default_augs(sc.dataset) or None, soft=bool(sc.soft) and sc.dataset == 'elpv')
     scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
     return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
 
@@ -114,7 +115,8 @@ def step_seconds(cfg:RunConfig, # the run whose training step is timed
     key = (cfg.arch, cfg.pretrained, cfg.size, cfg.bs, kept, repr(cfg.augs))
     if key not in _STEP_TIMES:
         timer = StepTimer(steps)
-        learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, augs=cfg.augs, seed=cfg.seed), cbs=timer)
+        dls = get_dls(df, size=cfg.size, bs=cfg.bs, augs=cfg.augs, seed=cfg.seed, soft=cfg.soft)
+        learn = build_learner(cfg, dls, cbs=timer)
         learn.unfreeze()
         with learn.no_bar(), learn.no_logging(): learn.fit(steps//len(learn.dls.train) + 2, 1e-5)
         _STEP_TIMES[key] = float(np.median(np.diff(timer.times)))
@@ -248,7 +250,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
     stats = norm_for(cfg, df)
     set_seed(cfg.seed)
     learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs,
-                                       seed=cfg.seed))
+                                       seed=cfg.seed, soft=cfg.soft))
     if cfg.transfer and cfg.freeze_epochs: learn.freeze()
     # Under DDP the other processes wait for this one (`main_first`):
     # fastai must not gather or wait across processes here.
@@ -301,15 +303,13 @@ def extra_predictions(runs:dict, # {name: run.json content}
                       preds:dict, # {name: `run_predictions`}
                       df:pd.DataFrame, # split table
                       out:Path, # study folder
-                      monitor:str='valid_f1', # validation metric that picks the run to augment
                       tta:int=4, # views per image
                      )->dict:
-    "Predictions of the best pretrained run with test-time augmentation, and of the mean of every pretrained run."
+    "Predictions of every pretrained run with test-time augmentation, and of the mean of every pretrained run."
     pre = [n for n in runs if n != SCRATCH]
-    best = max(pre, key=lambda n: runs[n]['best'][monitor])
     mean = {k: np.mean([preds[n][k] for n in pre], 0) for k in ('test', 'valid')}
-    return {f'{best} + tta{tta}': run_predictions(out/best, df, tta=tta),
-            f'ensemble of {len(pre)} pretrained': {**preds[best], **mean}}
+    return {**{f'{n} + tta{tta}': run_predictions(out/n, df, tta=tta) for n in pre},
+            f'ensemble of {len(pre)} pretrained': {**preds[pre[0]], **mean}}
 
 # %% ../nbs/05_study.ipynb #c5f589c6
 def pick_best(candidates:dict, # {name: predictions with 'valid', 'y_valid', 'classes'}
@@ -357,7 +357,7 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
     model, meta = load_checkpoint(run_dir/BEST_CKPT)
     dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'],
                   device='cpu')
-    x, _ = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()
+    x = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()[0]
     x = torch.as_tensor(x).cpu()
     target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
     cams = grad_cam(model, x, target=target)
@@ -498,7 +498,7 @@ def _run_study(sc:StudyConfig, log)->dict:
     t1 = time.time()
     results, preds = evaluate_all(runs, df, out)
     monitor = configs[BASELINE].monitor
-    extra = extra_predictions(runs, preds, df, out, monitor)
+    extra = extra_predictions(runs, preds, df, out)
     table = metrics_table({**results,
                            **{n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in extra.items()}})
     write_csv(table, out/TEST_METRICS)

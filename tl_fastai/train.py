@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 from torch import nn
+import torch.nn.functional as F
 from sklearn import metrics as skm
 from fastcore.basics import ifnone, patch
 from fastcore.imports import in_notebook
@@ -24,18 +25,18 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, read_json,
-                            variant_name, write_csv, write_json)
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, positive_class,
+                            read_json, variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'macro_metric',
-           'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'build_learner', 'rng_states',
-           'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state', 'checkpoint_dict',
-           'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams', 'epoch_line',
-           'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp', 'main_first',
-           'train_run', 'sweep_configs', 'best_variant']
+__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'LabelMetric',
+           'macro_metric', 'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'SoftTargetLoss',
+           'build_learner', 'rng_states', 'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state',
+           'checkpoint_dict', 'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams',
+           'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp',
+           'main_first', 'train_run', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 _TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
@@ -80,6 +81,7 @@ class RunConfig:
     seed:int=42 # seeds Python, NumPy and torch; on CPU the same seed gives the same run
     augs:dict|None=None # `aug_transforms` kwargs; None: fastai's defaults
     monitor:str='valid_f1' # validation column of history.csv that picks the best epoch (higher is better)
+    soft:bool=False # train on soft targets, the expert's probability (ELPV's two classes), instead of the labels
 
     def __post_init__(self):
         if self.opt not in OPTIMIZERS:
@@ -102,14 +104,18 @@ class RunConfig:
         return [('frozen', self.freeze_epochs), ('unfrozen', self.epochs - self.freeze_epochs)]
 
 # %% ../nbs/02_train.ipynb #b1673a67
+class LabelMetric(AccumMetric):
+    "fastai's `AccumMetric` of the predicted class against the label, the last target (soft targets come before it)."
+    def accumulate(self, learn): self.accum_values(learn.pred.argmax(dim=self.dim_argmax), learn.yb[-1], learn)
+
 def macro_metric(fn, name:str):
     "A fastai metric computing the sklearn `fn` with `average='macro'` over the whole validation set."
-    return AccumMetric(fn, dim_argmax=-1, to_np=True, invert_arg=True, name=name, average='macro', zero_division=0)
+    return LabelMetric(fn, dim_argmax=-1, to_np=True, invert_arg=True, name=name, average='macro', zero_division=0)
 
 # %% ../nbs/02_train.ipynb #4bdc6c1e
 def valid_metrics()->list:
     "Accuracy and macro precision, recall and F1, named as in history.csv."
-    acc = AccumMetric(skm.accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True, name='accuracy')
+    acc = LabelMetric(skm.accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True, name='accuracy')
     return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'),
             macro_metric(skm.f1_score, 'f1')]
 
@@ -138,6 +144,16 @@ def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
     for p in (p for st in stages(model)[:n] for p in st): p.requires_grad_(False)
     return n
 
+# %% ../nbs/02_train.ipynb #33a7b53d
+class SoftTargetLoss(nn.Module):
+    "Cross-entropy of two-class logits against a soft target: probability `p` for class `pos`, `1 - p` for the other."
+    def __init__(self, pos:int): super().__init__(); self.pos = pos
+    def forward(self, pred, p, y=None):
+        ls = F.log_softmax(pred.float(), -1)
+        return -(p*ls[:, self.pos] + (1 - p)*ls[:, 1 - self.pos]).mean()
+    def activation(self, x): return F.softmax(x, -1)
+    def decodes(self, x): return x.argmax(-1)
+
 # %% ../nbs/02_train.ipynb #49a24056
 def build_learner(cfg:RunConfig, # the run
                   dls, # DataLoaders of the split
@@ -146,7 +162,9 @@ def build_learner(cfg:RunConfig, # the run
     "A fastai Learner for `cfg`: new-head model, body/head splitter, macro metrics, GPU speed-ups."
     model = create_model(cfg.arch, len(dls.vocab), pretrained=cfg.pretrained, drop_rate=cfg.dropout)
     keep = freeze_stages(model, cfg.keep_frozen if cfg.transfer else 0)
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=OPTIMIZERS[cfg.opt], lr=cfg.lr, wd=cfg.wd,
+    classes = list(dls.vocab)
+    loss = SoftTargetLoss(classes.index(positive_class(classes))) if cfg.soft else CrossEntropyLossFlat()
+    learn = Learner(dls, model, loss_func=loss, opt_func=OPTIMIZERS[cfg.opt], lr=cfg.lr, wd=cfg.wd,
                     splitter=partial(param_groups, keep_frozen=keep), metrics=valid_metrics(), cbs=cbs)
     learn.recorder.smooth_loss = DeviceSmoothLoss(learn.recorder.smooth_loss.beta)
     learn.model.to(dls.device)
@@ -319,7 +337,7 @@ class EpochLogger(Callback):
     def after_batch(self):
         "Add up the batch's images, loss sum and correct predictions, on the device: no sync with the host per batch."
         if not self.training or not len(self.yb): return
-        y = self.yb[0]
+        y = self.yb[-1]
         self.n += len(y)
         self.sums = self.sums + torch.stack([self.loss.detach().double()*len(y),
                                              (self.pred.argmax(-1) == y).sum().double()])
@@ -367,8 +385,8 @@ def norm_for(cfg:RunConfig, df:pd.DataFrame)->tuple:
 # %% ../nbs/02_train.ipynb #254ee65b
 def _check_same_config(run_dir:Path, old:dict, cfg:RunConfig):
     "Refuse to continue a run folder that was made with another configuration."
-    new = _plain(asdict(cfg))
-    diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    new, default = _plain(asdict(cfg)), _plain(asdict(RunConfig()))      # a field missing from `old` had its default
+    diff = {k: (old.get(k, default[k]), v) for k, v in new.items() if old.get(k, default[k]) != v}
     if diff:
         changes = ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())
         raise ValueError(f"{run_dir} was trained with another configuration ({changes}): "
@@ -509,7 +527,8 @@ def train_run(cfg:RunConfig, # what to train
     t0 = time.time()
     if ck: stats = ck['mean'], ck['std']                    # a resumed run keeps its normalisation
     stats = tuple(map(tuple, stats or norm_for(cfg, df)))
-    dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed)
+    dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs, seed=cfg.seed,
+                  soft=cfg.soft)
     set_seed(cfg.seed)
     history = list(ck['history']) if ck else []
     writer = None if rank_distrib() else open_writer(run_dir, history)
