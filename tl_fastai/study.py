@@ -56,7 +56,7 @@ class StudyConfig:
     lr_mult:float|None=None # the body learns at lr / lr_mult once unfrozen
     soft:bool|None=None # train on the expert's probabilities as soft targets (ELPV's two classes only)
     epochs:int|None=None # total epochs of every run
-    budget_min:float|None=None # minutes: fewer epochs (not below freeze_epochs + 2) if the estimate exceeds them
+    budget_min:float|None=None # minutes: fewer epochs (not below `MIN_EPOCHS`) if the estimate exceeds them
     freeze_epochs:int|None=None # frozen-body epochs of the pretrained runs
     keep_frozen:int|None=None # leading stages of the pretrained backbone frozen for the whole run
     size:int|None=None # image size
