@@ -298,9 +298,9 @@ def _epoch_axis(ax, ylabel:str, title:str):
 
 # %% ../nbs/03_evaluate.ipynb #3fb7e8da
 def _lines(ax, histories:dict, col:str, label, **kwargs):
-    "One line per history: column `col` against the epoch, coloured by model, labelled by `label(name)`."
+    "One line per history: `col` against the epoch (numbered from 1), coloured by model, labelled by `label(name)`."
     colours = _colours(histories)
-    for name, h in histories.items(): ax.plot(h['epoch'], h[col], color=colours[name], label=label(name), **kwargs)
+    for name, h in histories.items(): ax.plot(h['epoch'] + 1, h[col], color=colours[name], label=label(name), **kwargs)
 
 # %% ../nbs/03_evaluate.ipynb #1b049746
 def plot_curves(histories:dict, # model name -> history DataFrame (one row per epoch)

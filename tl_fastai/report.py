@@ -71,7 +71,7 @@ def _fmt_p(p:float)->str:
     return '< 0.001' if p < 0.001 else f'= {p:.3f}'
 
 FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum {valid_loss_min:.3f} at epoch "
-                             "{min_epoch} while training kept improving",
+                             "{min_epoch_no} while training kept improving",
              'mild over-fitting': "a generalisation gap, but the valid loss has not turned up yet: mild over-fitting",
              'noisy': "no train–valid gap, yet the valid loss is above its minimum {valid_loss_min:.3f}: "
                       "noisy rather than over-fitted",
@@ -82,9 +82,9 @@ FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum
 def fit_text(f:dict, # a run's `fit_facts`
             )->str:
     "One sentence on over/under-fitting from a run's fit facts."
-    return (f"at the last epoch ({f['last_epoch']}) train accuracy is {_pct(f['train_accuracy'])} vs valid "
+    return (f"at the last epoch ({f['last_epoch'] + 1}) train accuracy is {_pct(f['train_accuracy'])} vs valid "
             f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
-            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f)}.")
+            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f, min_epoch_no=f['min_epoch'] + 1)}.")
 
 # %% ../nbs/06_report.ipynb #b48c7362
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
@@ -124,7 +124,7 @@ def baseline_text(res:dict, # study.json content
     r = res['runs'][BASELINE]; c, b, t, f = r['config'], r['best'], r['test'], r['fit']
     p1 = (f"The baseline ({c['arch']}, {c['freeze_epochs']} frozen-body + {c['epochs']-c['freeze_epochs']} unfrozen "
           f"epochs at {c['size']} px, lr {c['lr']:g}) reached its best validation macro F1 of {b['valid_f1']:.3f} "
-          f"(accuracy {_pct(b['valid_accuracy'])}) at epoch {b['epoch']} of {f['last_epoch'] + 1}; that checkpoint "
+          f"(accuracy {_pct(b['valid_accuracy'])}) at epoch {b['epoch'] + 1} of {f['last_epoch'] + 1}; that checkpoint "
           f"scores {_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) "
           f"and macro F1 {t['f1_macro']:.3f} ({t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}) on {int(t['n'])} test "
           "images, "
@@ -183,8 +183,8 @@ def tuning_text(res:dict)->str:
     for n in variant_names(res):
         r = res['runs'][n]; f = r['fit']
         lines.append(f"- **{param} = {fmt_value(r['config'][param])}**: best valid F1 {r['best']['valid_f1']:.3f} "
-                     f"(epoch {r['best']['epoch']}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
-                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch']}, valid-loss spread {f['spread']:.3f} over "
+                     f"(epoch {r['best']['epoch'] + 1}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
+                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch'] + 1}, valid-loss spread {f['spread']:.3f} over "
                      f"the last {f['spread_epochs']} epochs")
     verdict = (f"Tuning {'changed' if cmp['significant'] else 'did not significantly change'} test accuracy: "
                f"{compare_text(cmp)} "
@@ -376,7 +376,7 @@ def conclusion_text(res:dict, out:Path)->str:
         steps.append(f"train at higher resolution (224–300 px instead of {c['size']} px): ELPV cracks are thin lines "
                      "that downsampling erases")
     if r['best']['epoch'] == r['fit']['last_epoch']:
-        steps.append(f"train longer: the best validation epoch of {top} was its last ({r['best']['epoch']})")
+        steps.append(f"train longer: the best validation epoch of {top} was its last ({r['best']['epoch'] + 1})")
     rec = class_recalls(res, top)
     if rec and min(rec.values()) < .8:
         lo = min(rec, key=rec.get)

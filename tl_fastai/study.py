@@ -273,8 +273,8 @@ def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, qu
         log(f"[{name}] {cfg.arch}, {cfg.epochs} epochs at {cfg.size} px ...")
         runs[name] = train_run(cfg, df, out/name, force=force, quiet=quiet)
         b = runs[name]['best']
-        log(f"[{name}] best epoch {b['epoch']}: valid accuracy {b['valid_accuracy']:.3f}, macro F1 {b['valid_f1']:.3f} "
-            f"({time.time()-t:.0f}s)")
+        log(f"[{name}] best epoch {b['epoch'] + 1}: valid accuracy {b['valid_accuracy']:.3f}, "
+            f"macro F1 {b['valid_f1']:.3f} ({time.time()-t:.0f}s)")
     return runs
 
 # %% ../nbs/05_study.ipynb #72415d8e
@@ -435,7 +435,7 @@ def runs_table(res:dict, # study.json content
     rows = {}
     for n in names or res['runs']:
         r = res['runs'][n]; b, t = r['best'], r['test']
-        rows[n] = {'best epoch': b['epoch'], 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
+        rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
                    'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
                    'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
                    'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
