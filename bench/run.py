@@ -112,7 +112,7 @@ def main():
     dl = data_loading.measure(df, size, bs, default_workers(), a.repeats)
     for k in ('tl_fastai cached', 'tl_fastai decoding'):
         add(row('DataLoader, train epoch with augmentation', f'{k} vs torchvision, {size} px, bs {bs}', dl[k][0], dl['torchvision'][0], 'img/s'))
-    tr = train_throughput.measure(df, size, bs, batches=None if gpu else 8, warmup=None if gpu else 2, device=device)
+    tr = train_throughput.measure(df, size, bs, batches=None if gpu else 24, warmup=None if gpu else 4, device=device)
     add(row('Training, Lite0 unfrozen', f"Learner vs plain timm loop, {size} px, bs {bs}, {tr['precision']}, {tr['batches']} steps",
             tr['learner'], tr['plain'], 'img/s', tr['ratio']))
     pr = train_throughput.profile(tr['learn'], device)
