@@ -269,12 +269,10 @@ def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, qu
     "Train (resume, skip) every run in order; {name: run.json content}."
     runs = {}
     for name, cfg in configs.items():
-        t = time.time()
         log(f"[{name}] {cfg.arch}, {cfg.epochs} epochs at {cfg.size} px ...")
-        runs[name] = train_run(cfg, df, out/name, force=force, quiet=quiet)
-        b = runs[name]['best']
-        log(f"[{name}] best epoch {b['epoch'] + 1}: valid accuracy {b['valid_accuracy']:.3f}, "
-            f"macro F1 {b['valid_f1']:.3f} ({time.time()-t:.0f}s)")
+        r = runs[name] = train_run(cfg, df, out/name, force=force, quiet=quiet)
+        log(f"[{name}] best epoch {r['best']['epoch'] + 1}: valid accuracy {r['best']['valid_accuracy']:.3f}, "
+            f"macro F1 {r['best']['valid_f1']:.3f} (trained in {r['wall_time_s']:.0f}s)")
     return runs
 
 # %% ../nbs/05_study.ipynb #72415d8e

@@ -539,8 +539,8 @@ def train_run(cfg:RunConfig, # what to train
     try: _fit_phases(learn, cfg, logger, ck, not bars)
     finally:
         if writer: writer.flush()
-    prev = read_json(run_dir/RUN_JSON, missing={})
-    res = run_summary(cfg, history, wall=prev.get('wall_time_s', 0) + time.time() - t0)
+    before = sum(r['time_s'] for r in ck['history']) if ck else 0.    # epochs trained before an interruption
+    res = run_summary(cfg, history, wall=before + time.time() - t0)
     if rank_distrib(): return res
     log_hparams(writer, cfg, {k: res['best'][k] for k in ('valid_accuracy', 'valid_f1', 'valid_loss')})
     writer.close()
