@@ -21,7 +21,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              matthews_corrcoef, precision_recall_fscore_support, roc_auc_score)
 
 # %% auto #0
-__all__ = ['FIT_VERDICTS', 'flips', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise',
+__all__ = ['FIT_VERDICTS', 'FIT_TOL', 'flips', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise',
            'bootstrap_ci', 'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare', 'slice_metrics',
            'error_by_expert_proba', 'fit_facts', 'plot_curves', 'plot_sweep', 'plot_confusions', 'plot_metric_bars']
 
@@ -261,9 +261,10 @@ def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert prob
 
 # %% ../nbs/03_evaluate.ipynb #856f89f4
 FIT_VERDICTS = ('over-fitting', 'mild over-fitting', 'noisy', 'under-fitting', 'good fit')
+FIT_TOL = 0.05 # the accuracy gap, and relative rise of the valid loss over its minimum, that count
 
 def fit_facts(h:pd.DataFrame, # history of one run: one row per epoch
-              tol:float=0.05, # accuracy gap, and relative rise of the valid loss over its minimum, that count
+              tol:float=FIT_TOL, # accuracy gap, and relative rise of the valid loss over its minimum, that count
               k:int=3, # last epochs whose valid-loss spread measures stability
              )->dict:
     "Over/under-fitting facts of a run: last epoch's train-valid gap, valid-loss minimum and trend, stability, verdict."
@@ -276,7 +277,7 @@ def fit_facts(h:pd.DataFrame, # history of one run: one row per epoch
                 valid_accuracy=float(last.valid_accuracy), gap=gap, train_loss=float(last.train_loss),
                 valid_loss=float(last.valid_loss), valid_loss_min=vmin,
                 min_epoch=int(h.epoch[h.valid_loss.idxmin()]), rising=rising, spread=float(tail.max() - tail.min()),
-                spread_epochs=len(tail), verdict=verdict)
+                spread_epochs=len(tail), tol=tol, verdict=verdict)
 
 # %% ../nbs/03_evaluate.ipynb #df71cc52
 def _colours(names) -> dict:

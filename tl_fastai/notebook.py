@@ -185,12 +185,12 @@ def _gradcam(cfg:StudyConfig)->list:
             code("Markdown(report.gradcam_text(res, out))")]
 
 def _comparison(cfg:StudyConfig)->list:
-    return [md("All models on the same test images, each at its best validation epoch; the last two rows are extra "
-               "models made from the pretrained runs (test-time augmentation, ensemble), never in place of the plain "
-               "numbers:"),
+    return [md("All models on the same test images, each at its best validation epoch; the rows after the five runs "
+               "are extra models made from the pretrained runs (test-time augmentation, ensemble), never in place of "
+               "the plain numbers:"),
             code("pd.read_csv(out/'test_metrics.csv', index_col=0).round(3)"),
-            md("The best pretrained model is chosen on the validation set among the pretrained runs and the two extra "
-               "models:"),
+            md("The best pretrained model is chosen on the validation set among the pretrained runs and the extra "
+               "models built from them:"),
             code("display(report.models_table(res))\nMarkdown(report.best_text(res))"),
             code(_fig('training_curves.png', 'confusion_matrices.png', 'test_metrics.png')),
             code("for c in res['comparisons'].values(): print(report.compare_text(c))"),

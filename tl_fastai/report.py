@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, torch, timm
 from .core import (ALPHA, BASELINE, GRADCAM_CASES, HISTORY, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
                             is_ambiguous, is_variant, proba_level)
 from .models import count_macs
-from .evaluate import error_by_expert_proba, slice_metrics
+from .evaluate import FIT_TOL, error_by_expert_proba, slice_metrics
 from .study import runs_table
 
 # %% auto #0
@@ -72,19 +72,21 @@ def _fmt_p(p:float)->str:
 
 FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum {valid_loss_min:.3f} at epoch "
                              "{min_epoch_no} while training kept improving",
-             'mild over-fitting': "a generalisation gap, but the valid loss has not turned up yet: mild over-fitting",
-             'noisy': "no train–valid gap, yet the valid loss is above its minimum {valid_loss_min:.3f}: "
-                      "noisy rather than over-fitted",
-             'under-fitting': "no gap and the valid loss still at its minimum in the last epoch: under-fitted, "
-                              "more epochs would likely help",
-             'good fit': "train and valid agree and the valid loss is near its minimum: neither over- nor under-fitted"}
+             'mild over-fitting': "a generalisation gap over {tol_pts:.0f} pts, but the valid loss has not turned up "
+                                  "yet: mild over-fitting",
+             'noisy': "a train–valid gap within {tol_pts:.0f} pts, yet the valid loss is above its minimum "
+                      "{valid_loss_min:.3f}: noisy rather than over-fitted",
+             'under-fitting': "a gap within {tol_pts:.0f} pts and the valid loss still at its minimum in the last "
+                              "epoch: under-fitted, more epochs would likely help",
+             'good fit': "train and valid agree within {tol_pts:.0f} pts and the valid loss is near its minimum: "
+                         "neither over- nor under-fitted"}
 
 def fit_text(f:dict, # a run's `fit_facts`
             )->str:
     "One sentence on over/under-fitting from a run's fit facts."
     return (f"at the last epoch ({f['last_epoch'] + 1}) train accuracy is {_pct(f['train_accuracy'])} vs valid "
             f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
-            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f, min_epoch_no=f['min_epoch'] + 1)}.")
+            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f, min_epoch_no=f['min_epoch'] + 1, tol_pts=100*f.get('tol', FIT_TOL))}.")
 
 # %% ../nbs/06_report.ipynb #b48c7362
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
@@ -350,11 +352,11 @@ def comparison_text(res:dict)->str:
         if rec: lo = min(rec, key=rec.get); weak.append(f"{n} {rec[lo]:.0%} on {lo}")
     top, fast = tab.index[0], tab['train min'].idxmin()
     t_top, t_fast = tab.loc[top], tab.loc[fast]
-    trade = (f"The fastest run, {fast}, took {t_fast['train min']:.1f} min for {_pct(t_fast['test acc'])}; the best, "
-             f"{top}, took {t_top['train min']:.1f} min for {_pct(t_top['test acc'])}" +
+    trade = (f"The fastest run, {fast}, took {t_fast['train min']:.1f} min for {_pct(t_fast['test acc'])}; the most "
+             f"accurate on test, {top}, took {t_top['train min']:.1f} min for {_pct(t_top['test acc'])}" +
              (f", i.e. {100*(t_top['test acc']-t_fast['test acc']):.1f} pts for "
               f"{t_top['train min']/max(t_fast['train min'], 1e-3):.1f}x the time." if top != fast
-              else ": no trade-off, the fastest is also the best."))
+              else ": no trade-off, the fastest is also the most accurate."))
     return (f"Ranking on the {int(res['runs'][top]['test']['n'])} test images: {rank}. Lowest per-class recall "
             f"(the weak side of each model): {', '.join(weak)}. Highest ROC-AUC: {tab['ROC-AUC'].idxmax()} "
             f"({tab['ROC-AUC'].max():.3f}).\n\n{trade} "
@@ -388,8 +390,9 @@ def conclusion_text(res:dict, out:Path)->str:
     if 'expert probability' in tabs:
         e = tabs['expert probability']
         amb = e.loc[['1/3', '2/3'], 'errors'].sum()/max(e.errors.sum(), 1)
-        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells): soft "
-                     "targets from the expert probability, or report them separately")
+        steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells" + (
+            ", soft targets notwithstanding): report accuracy on the certain labels separately, or have those cells "
+            "rated again" if c.get('soft') else "): soft targets from the expert probability, or report them separately"))
     steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a "
                  "sweep over weight decay or freeze depth")
     return find + "\n\n**Next steps.**\n" + '\n'.join(f"- {s}" for s in steps)
