@@ -5,8 +5,8 @@ the same ELPV train rows, decoded once into memory (tl_fastai's image cache: PIL
 on the GPU when there is one; no augmentation; turned to float and normalised with the backbone's statistics on the
 batch), with the same batch size, torch's AdamW (fastai's betas and eps, decoupled weight decay on every parameter;
 fused kernels on a GPU, multi-tensor ones on a CPU), learning rate and weight decay, the same channels-last model and
-the same precision (fp32 on a CPU; on CUDA `tl_fastai.core.amp_dtype`: bf16 autocast from compute capability 8.0, else
-fp16 with a gradient scaler). The plain loop is what good practice does with a dataset held in memory: one tensor of
+the same precision (`tl_fastai.core.train_amp_dtype`: on CUDA bf16 autocast from compute capability 8.0, else fp16
+with a gradient scaler; on a CPU fp32 for Lite0, whose depthwise convolutions train slower in bf16). The plain loop is what good practice does with a dataset held in memory: one tensor of
 all images on the device, a shuffled index per epoch, each batch gathered by indexing, no worker processes, no
 host-device sync per step. The Learner path is fastai's DataLoader over the same cache, with tl_fastai's callbacks.
 
@@ -21,7 +21,7 @@ import argparse, math, os, statistics, tempfile, time, warnings
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
-from tl_fastai.core import amp_dtype
+from tl_fastai.core import train_amp_dtype
 from tl_fastai.data import cached_images, get_dls, load_source, prepare_split
 from tl_fastai.models import create_model, norm_stats
 from tl_fastai.train import RunConfig, build_learner
@@ -83,9 +83,9 @@ def measure(df, size:int, bs:int, batches:int|None, warmup:int|None, device:torc
     mean, std = norm_stats(cfg.arch)
     train = df[df.split == 'train']
     warmup, batches = step_counts(len(train), bs, batches, warmup)
-    amp = amp_dtype(device)
     dls = get_dls(df, size=cfg.size, bs=cfg.bs, mean=mean, std=std, augs=cfg.augs, device=device)
     model = create_model(cfg.arch, len(dls.vocab), drop_rate=cfg.dropout).to(device, memory_format=torch.channels_last)
+    amp = train_amp_dtype(model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     x, y = stacked(cached_images(df.path[df.split != 'test'], size, device), train)
     stats = [torch.tensor(s, device=device).view(1, 3, 1, 1) for s in (mean, std)]

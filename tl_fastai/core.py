@@ -19,8 +19,8 @@ __all__ = ['BASELINE', 'SCRATCH', 'VARIANT', 'LOCK', 'CKPT', 'BEST_CKPT', 'HISTO
            'PLAN_JSON', 'TEST_METRICS', 'TEST_PREDICTIONS', 'GRADCAM_CASES', 'ELPV_CLASSES', 'ELPV4_CLASSES',
            'PROBA_LEVELS', 'PROBA_KIND', 'ALPHA', 'fmt_value', 'variant_name', 'is_variant', 'free_mb', 'DiskFullError',
            'atomic_write', 'write_json', 'write_csv', 'atomic_save', 'save_fig', 'StateFileError', 'read_json',
-           'StudyLocked', 'study_lock', 'eval_mode', 'amp_dtype', 'autocast', 'proba_level', 'elpv_labels',
-           'is_ambiguous', 'positive_class']
+           'StudyLocked', 'study_lock', 'eval_mode', 'cpu_has_amx', 'amp_dtype', 'has_depthwise', 'train_amp_dtype',
+           'autocast', 'proba_level', 'elpv_labels', 'is_ambiguous', 'positive_class']
 
 # %% ../nbs/00_core.ipynb #67aed9de
 BASELINE, SCRATCH, VARIANT = 'baseline_pretrained', 'cnn_scratch', 'tuned_variant'
@@ -149,13 +149,31 @@ def eval_mode(model:nn.Module):
     finally:
         for m, mode in modes.items(): m.training = mode
 
+# %% ../nbs/00_core.ipynb #5a63ba16
+def cpu_has_amx()->bool:
+    "Whether this CPU has AMX tiles, on which oneDNN runs bf16 convolutions and matrix products in hardware."
+    return bool(getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)())
+
 # %% ../nbs/00_core.ipynb #2ef93937
 def amp_dtype(device=None, # a torch device or its name; None: fastai's default device
              )->torch.dtype|None:
-    "The autocast dtype for `device`: bf16 on GPUs of capability 8.0 and up, fp16 on older GPUs, None (fp32) elsewhere."
+    "The autocast dtype for `device`: bf16 on GPUs of capability 8.0+ and on AMX CPUs, fp16 on older GPUs, else None."
     device = torch.device(default_device() if device is None else device)
+    if device.type == 'cpu': return torch.bfloat16 if cpu_has_amx() else None
     if device.type != 'cuda': return None
     return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+# %% ../nbs/00_core.ipynb #c59d9b78
+def has_depthwise(model:nn.Module)->bool:
+    "Whether `model` has a depthwise convolution (one group per input channel)."
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
+
+def train_amp_dtype(model:nn.Module, # the model to train
+                    device=None, # a torch device or its name; None: fastai's default device
+                   )->torch.dtype|None:
+    "The autocast dtype `model` trains in: `amp_dtype`, but None (fp32) on a CPU for a model with depthwise convs."
+    device = torch.device(default_device() if device is None else device)
+    return None if device.type == 'cpu' and has_depthwise(model) else amp_dtype(device)
 
 # %% ../nbs/00_core.ipynb #addfc765
 def autocast(device=None, # a torch device or its name; None: fastai's default device

@@ -23,20 +23,20 @@ import fastai.callback.schedule  # adds Learner.fit_one_cycle
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
-from fastai.torch_core import set_seed, rank_distrib, num_distrib
+from fastai.torch_core import set_seed, rank_distrib, num_distrib, to_float
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
 from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, positive_class,
-                            read_json, variant_name, write_csv, write_json)
+                            read_json, train_amp_dtype, variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'LabelMetric',
-           'macro_metric', 'valid_metrics', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages', 'SoftTargetLoss',
-           'build_learner', 'rng_states', 'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state',
-           'checkpoint_dict', 'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams',
-           'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp',
-           'main_first', 'train_run', 'sweep_configs', 'best_variant']
+           'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages',
+           'SoftTargetLoss', 'build_learner', 'rng_states', 'set_rng_states', 'state_on_params', 'CheckpointError',
+           'load_opt_state', 'checkpoint_dict', 'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer',
+           'log_hparams', 'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state',
+           'read_history', 'is_ddp', 'main_first', 'train_run', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 _TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
@@ -119,12 +119,26 @@ def valid_metrics()->list:
     return [acc, macro_metric(skm.precision_score, 'precision'), macro_metric(skm.recall_score, 'recall'),
             macro_metric(skm.f1_score, 'f1')]
 
+# %% ../nbs/02_train.ipynb #52c04083
+class CPUAutocast(Callback):
+    "bf16 autocast on the CPU around forward pass and loss: for validation batches, and for training ones when `train`."
+    order = 10
+    def __init__(self, train:bool): self.train, self.ctx = train, None
+    def before_batch(self):
+        if self.train or not self.training:
+            self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self.learn.pred = to_float(self.pred)
+    def after_loss(self):
+        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+
 # %% ../nbs/02_train.ipynb #e5ec3732
 def use_speedups(learn:Learner)->Learner:
-    "Channels-last weights everywhere; on a GPU cuDNN's autotuner and mixed precision (`amp_dtype`: bf16 or fp16)."
+    "Channels-last weights; mixed precision as `amp_dtype` says (a GPU with cuDNN's autotuner, a CPU `CPUAutocast`)."
     learn.model.to(memory_format=torch.channels_last)
-    dt = amp_dtype(next(learn.model.parameters()).device)
+    dev = next(learn.model.parameters()).device
+    dt = amp_dtype(dev)
     if dt is None: return learn
+    if dev.type == 'cpu': return learn.add_cb(CPUAutocast(train=train_amp_dtype(learn.model, dev) is not None))
     torch.backends.cudnn.benchmark = True              # fixed image sizes: pick the fastest convolution kernels once
     return learn.to_bf16() if dt == torch.bfloat16 else learn.to_fp16()
 
@@ -369,13 +383,14 @@ class EpochLogger(Callback):
 
 # %% ../nbs/02_train.ipynb #7dd2039e
 def environment()->dict:
-    "Library versions and the device, for run.json and study.json."
+    "Library versions, the device and its autocast dtype (`amp_dtype`; 'none': fp32), for run.json and study.json."
     import fastai, timm, sklearn
     dev = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
            else f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)')
+    amp = amp_dtype()
     return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
                 timm=timm.__version__, sklearn=sklearn.__version__, device=dev, processes=max(1, num_distrib()),
-                platform=platform.platform())
+                platform=platform.platform(), amp=str(amp).removeprefix('torch.') if amp else 'none')
 
 # %% ../nbs/02_train.ipynb #4b059670
 def norm_for(cfg:RunConfig, df:pd.DataFrame)->tuple:
