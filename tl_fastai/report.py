@@ -84,9 +84,10 @@ FIT_WORDS = {'over-fitting': "over-fitting: the valid loss rose from its minimum
 def fit_text(f:dict, # a run's `fit_facts`
             )->str:
     "One sentence on over/under-fitting from a run's fit facts."
+    verdict = FIT_WORDS[f['verdict']].format(**f, min_epoch_no=f['min_epoch'] + 1, tol_pts=100*f.get('tol', FIT_TOL))
     return (f"at the last epoch ({f['last_epoch'] + 1}) train accuracy is {_pct(f['train_accuracy'])} vs valid "
             f"{_pct(f['valid_accuracy'])} (gap {100*f['gap']:+.1f} pts) and train loss {f['train_loss']:.3f} vs valid "
-            f"{f['valid_loss']:.3f} — {FIT_WORDS[f['verdict']].format(**f, min_epoch_no=f['min_epoch'] + 1, tol_pts=100*f.get('tol', FIT_TOL))}.")
+            f"{f['valid_loss']:.3f} — {verdict}.")
 
 # %% ../nbs/06_report.ipynb #b48c7362
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
@@ -185,8 +186,9 @@ def tuning_text(res:dict)->str:
     for n in variant_names(res):
         r = res['runs'][n]; f = r['fit']
         lines.append(f"- **{param} = {fmt_value(r['config'][param])}**: best valid F1 {r['best']['valid_f1']:.3f} "
-                     f"(epoch {r['best']['epoch'] + 1}), test accuracy {_pct(r['test']['accuracy'])}, lowest valid loss "
-                     f"{f['valid_loss_min']:.3f} at epoch {f['min_epoch'] + 1}, valid-loss spread {f['spread']:.3f} over "
+                     f"(epoch {r['best']['epoch'] + 1}), test accuracy {_pct(r['test']['accuracy'])}, "
+                     f"lowest valid loss {f['valid_loss_min']:.3f} at epoch {f['min_epoch'] + 1}, "
+                     f"valid-loss spread {f['spread']:.3f} over "
                      f"the last {f['spread_epochs']} epochs")
     verdict = (f"Tuning {'changed' if cmp['significant'] else 'did not significantly change'} test accuracy: "
                f"{compare_text(cmp)} "
@@ -392,7 +394,8 @@ def conclusion_text(res:dict, out:Path)->str:
         amb = e.loc[['1/3', '2/3'], 'errors'].sum()/max(e.errors.sum(), 1)
         steps.append(f"treat ambiguous labels explicitly ({amb:.0%} of the errors are on 1/3 or 2/3 cells" + (
             ", soft targets notwithstanding): report accuracy on the certain labels separately, or have those cells "
-            "rated again" if c.get('soft') else "): soft targets from the expert probability, or report them separately"))
+            "rated again" if c.get('soft') else
+            "): soft targets from the expert probability, or report them separately"))
     steps.append(f"try a stronger backbone (e.g. ConvNeXt-T) now that {c['arch']} gives a measured baseline, and a "
                  "sweep over weight decay or freeze depth")
     return find + "\n\n**Next steps.**\n" + '\n'.join(f"- {s}" for s in steps)
