@@ -9,7 +9,7 @@ import argparse, os, platform, re, resource, statistics, tempfile, time
 from pathlib import Path
 import pandas as pd, torch
 import data_loading, gradcam_speed, train_throughput
-from tl_fastai.core import autocast
+from tl_fastai.core import amp_dtype, autocast
 from tl_fastai.data import cached_images, default_workers, get_dls, load_source, prepare_split
 from tl_fastai.models import norm_stats
 from tl_fastai.study import StudyConfig, run_study
@@ -119,7 +119,9 @@ def main():
     if pr['syncs_per_step'] is not None: add(row('Training profile', 'host-device syncs per Learner training step', pr['syncs_per_step'], unit='syncs'))
     add(row('Training profile', "optimizer step's share of a Learner training step", pr['optimizer_share'], unit='share'))
     inf = inference_ips(df, size, bs*2, device, a.repeats)
-    add(row('Inference, Lite0', f'Learner.get_preds vs plain inference_mode loop, all {len(df)} images, {size} px, bs {bs*2}', inf['learner'], inf['plain'], 'img/s'))
+    prec = str(amp_dtype(device) or torch.float32).removeprefix('torch.')
+    add(row('Inference, Lite0', f'Learner.get_preds vs plain inference_mode loop, all {len(df)} images, {size} px, bs {bs*2}, {prec}',
+            inf['learner'], inf['plain'], 'img/s'))
     for arch, n in (('tf_efficientnet_lite0', 16), ('scratch_cnn', 16)):
         ms = gradcam_speed.measure(arch, 224, n, a.repeats, a.device)
         add(row('Grad-CAM', f'{arch}, 224 px, batch {n}, vs pytorch-grad-cam', ms['ours'], ms['theirs'], 'ms/image'))
