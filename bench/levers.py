@@ -10,7 +10,10 @@ the study's 70/15/15 split) with one thing changed:
   Deitsch et al. trained with;
 - `weighted`: class-weighted cross-entropy (inverse class frequency);
 - `lite1`: EfficientNet-Lite1 (offline weights) instead of Lite0;
-- `soft 1e-2`: both.
+- `soft 1e-2`: both;
+- `soft seed 1`, `soft seed 2`: `soft` with another training seed (same split): the spread between seeds;
+- `soft no turns`: `soft` with horizontal flips only instead of the dihedral group (no 90-degree turns, which make
+  cells with vertical busbars that ELPV does not contain).
 
 The epoch with the best validation macro F1 is kept, as in the study. Its probabilities on the validation and test
 rows are saved for 8 dihedral views, so the evaluation levers cost no training: test-time augmentation (4 flips or 8
@@ -35,8 +38,11 @@ from tl_fastai.models import create_model, norm_stats, param_groups
 from tl_fastai.train import OPTIMIZERS, DeviceSmoothLoss, freeze_stages, use_speedups
 
 RUNS = {'hard': dict(), 'lr 1e-2': dict(lr=1e-2), 'soft': dict(loss='soft'), 'weighted': dict(loss='weighted'),
-        'lite1': dict(arch='tf_efficientnet_lite1'), 'soft 1e-2': dict(loss='soft', lr=1e-2)}
-RECIPE = dict(arch='tf_efficientnet_lite0', lr=2e-3, loss='hard', size=160, bs=32, keep_frozen=4, lr_mult=3., epochs=8)
+        'lite1': dict(arch='tf_efficientnet_lite1'), 'soft 1e-2': dict(loss='soft', lr=1e-2),
+        'soft seed 1': dict(loss='soft', seed=1), 'soft seed 2': dict(loss='soft', seed=2),
+        'soft no turns': dict(loss='soft', turns=False)}
+RECIPE = dict(arch='tf_efficientnet_lite0', lr=2e-3, loss='hard', size=160, bs=32, keep_frozen=4, lr_mult=3., epochs=8,
+              seed=42, turns=True)
 
 def soft_table(df:pd.DataFrame)->pd.DataFrame:
     "The split table with the four expert levels as labels: the data the soft loss needs."
@@ -80,12 +86,13 @@ def train_lever(name:str, out:Path, epochs:int):
     df = prepare_split(load_source('elpv'), out/'split')
     data = soft_table(df) if a['loss'] == 'soft' else df
     mean, std = norm_stats(a['arch'])
-    dls = get_dls(data, size=a['size'], bs=a['bs'], mean=mean, std=std, augs=default_augs('elpv'), seed=42)
+    augs = default_augs('elpv') if a['turns'] else {**default_augs('elpv'), 'flip_vert': False}
+    dls = get_dls(data, size=a['size'], bs=a['bs'], mean=mean, std=std, augs=augs, seed=a['seed'])
     loss, to_cls = loss_and_targets(a['loss'], list(dls.vocab), data.label[data.split == 'train'])
     metric = lambda fn, **kw: (lambda t, p: fn(to_cls(torch.as_tensor(t)).numpy(), np.asarray(p), **kw))
     metrics = [AccumMetric(metric(skm.accuracy_score), dim_argmax=-1, invert_arg=True, name='accuracy'),
                AccumMetric(metric(skm.f1_score, average='macro'), dim_argmax=-1, invert_arg=True, name='f1')]
-    set_seed(42)
+    set_seed(a['seed'])
     model = create_model(a['arch'], 2, pretrained=True, drop_rate=0.2)
     keep = freeze_stages(model, a['keep_frozen'])
     learn = Learner(dls, model, loss_func=loss, opt_func=OPTIMIZERS['adam'], lr=a['lr'], wd=1e-2, metrics=metrics,
