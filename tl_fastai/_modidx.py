@@ -202,6 +202,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'tl_fastai.report.reference_text': ('report.html#reference_text', 'tl_fastai/report.py'),
                                   'tl_fastai.report.repro_text': ('report.html#repro_text', 'tl_fastai/report.py'),
                                   'tl_fastai.report.scratch_text': ('report.html#scratch_text', 'tl_fastai/report.py'),
+                                  'tl_fastai.report.seed_clause': ('report.html#seed_clause', 'tl_fastai/report.py'),
                                   'tl_fastai.report.split_table': ('report.html#split_table', 'tl_fastai/report.py'),
                                   'tl_fastai.report.strategy_text': ('report.html#strategy_text', 'tl_fastai/report.py'),
                                   'tl_fastai.report.sweep_rationale': ('report.html#sweep_rationale', 'tl_fastai/report.py'),

@@ -18,10 +18,10 @@ from .study import runs_table
 # %% auto #0
 __all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table',
            'data_table', 'split_table', 'imbalance_text', 'timeline_table', 'load_run_model', 'tensorboard_history',
-           'plot_tensorboard', 'fit_text', 'compare_text', 'noise_text', 'reference_text', 'baseline_text', 'lr_text',
-           'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text', 'models_table', 'best_text',
-           'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
-           'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
+           'plot_tensorboard', 'fit_text', 'compare_text', 'noise_text', 'seed_clause', 'reference_text',
+           'baseline_text', 'lr_text', 'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text',
+           'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text',
+           'class_recalls', 'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -69,12 +69,15 @@ def split_table(res:dict)->pd.DataFrame:
     return t.assign(share=(t.total/t.total.sum()).map('{:.1%}'.format)).rename_axis('split')
 
 # %% ../nbs/06_report.ipynb #5ea2aa78
+def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
+
 LEVERS = dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
                                  plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677))
 
 def imbalance_text(res:dict)->str:
     "The class balance, and how the study handles it (macro F1 picks epochs; the measured class-weight lever)."
-    counts = res['data']['class_counts']; lo, hi = min(counts, key=counts.get), max(counts, key=counts.get)
+    counts = res['data']['class_counts']; order = sorted(counts, key=counts.get); lo, hi = order[0], order[-1]
+    if counts[lo] == counts[hi]: return f"**Class balance.** Every class has {counts[lo]} images."
     s = (f"**Class balance.** {hi} : {lo} = {counts[hi]/counts[lo]:.1f} : 1. The best epoch of every run is picked on "
          f"macro F1, which weighs the {lo} class as much as the {hi} one, and the test report gives per-class recall.")
     if _is_elpv2(res) and res['config']['preset'] == 'cpu':
@@ -175,10 +178,16 @@ def noise_text(res:dict, # study.json content
     s = (f"Seed noise: the baseline recipe trained with seeds {', '.join(map(str, m['seeds']))} on this split "
          f"(measured {m['measured']} on {m['machine']}) reached test accuracy {_pct(min(t))}–{_pct(max(t))}, a spread "
          f"of {100*spread:.1f} pts from the seed alone ({100*(max(v) - min(v)):.1f} pts on validation).")
-    if diff is not None:
-        s += (f" This difference, {100*abs(diff):.1f} pts, is {'larger than' if abs(diff) > spread else 'within'} "
-              "that spread.")
-    return s
+    return s + (' ' + seed_clause(res, diff) if diff is not None else '')
+
+def seed_clause(res:dict, # study.json content
+                diff:float, # a difference of test accuracy
+               )->str:
+    "One sentence setting a difference against the measured seed spread (empty where it was not measured)."
+    m = SEED_SPREAD.get(res['config']['preset']) if _is_elpv2(res) else None
+    if not m: return ''
+    spread = max(m['test_accuracy']) - min(m['test_accuracy'])
+    return f"This difference, {100*abs(diff):.1f} pts, is {'larger than' if abs(diff) > spread else 'within'} that spread."
 
 # %% ../nbs/06_report.ipynb #37f8ec33
 ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
@@ -197,8 +206,6 @@ def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accurac
     return "Against published ELPV results (another split and protocol, so a yardstick): " + '; '.join(parts) + '.'
 
 # %% ../nbs/06_report.ipynb #0fd412f5
-def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
-
 def baseline_text(res:dict, # study.json content
                  )->str:
     "Results of the pretrained baseline: best epoch, valid vs test scores, its curves, published references."
@@ -234,7 +241,7 @@ def strategy_text(res:dict)->str:
     kept = (f"the stem and the first {c['keep_frozen'] - 1} blocks stay frozen throughout (generic edge and texture "
             "detectors, and no backward pass through them)" if c['keep_frozen'] else "every layer trainable")
     return (f"**Fine-tuning depth.** {c['arch']} with a new {k}-class head (dropout {c['dropout']:g}): {head}"
-            f"{c['epochs'] - c['freeze_epochs']} epochs with {kept}. The trainable body learns at lr/{c['lr_mult']:g}, "
+            f"{c['epochs'] - c['freeze_epochs']} epoch(s) with {kept}. The trainable body learns at lr/{c['lr_mult']:g}, "
             f"the head at lr = {c['lr']:g}, under a one-cycle schedule with AdamW "
             f"(weight decay {c['wd']:g}), batch {c['bs']} at {c['size']} px.")
 
@@ -328,7 +335,8 @@ def _recall_clause(res:dict, a:str, b:str)->str:
 def scratch_text(res:dict)->str:
     "Transfer-learning benefit: scratch CNN vs the better pretrained run and the best pretrained model, size and time."
     cmps = [c for k, c in res['comparisons'].items() if k.startswith('transfer')]
-    p1 = ' '.join(f"{compare_text(c)} So {_verdict(c)}{_recall_clause(res, c['model_a'], c['model_b'])}." for c in cmps)
+    p1 = ' '.join(f"{compare_text(c)} So {_verdict(c)}{_recall_clause(res, c['model_a'], c['model_b'])}. "
+                  f"{seed_clause(res, c['diff'])}".strip() for c in cmps)
     a = cmps[0]['model_a']; ra, rs = res['runs'][a], res['runs'][SCRATCH]
     es = rs['fit']['last_epoch'] + 1
     p2 = (f"The scratch CNN has {rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M for "
@@ -449,7 +457,7 @@ def comparison_text(res:dict)->str:
     weak = (f" Recall of the {pos} class, the one that matters for inspection, ranges from "
             f"{_pct(min(rec.values()))} ({min(rec, key=rec.get)}) to {_pct(max(rec.values()))} ({max(rec, key=rec.get)})."
             if None not in rec.values() else '')
-    return f"On the {int(res['runs'][top]['test']['n'])} test images: {rank}.{weak} {trade} {noise_text(res)}"
+    return f"On the {int(res['runs'][top]['test']['n'])} test images: {rank}.{weak} {trade}"
 
 # %% ../nbs/06_report.ipynb #110fb33c
 def next_steps(res:dict, out:Path)->list:
@@ -476,8 +484,9 @@ def conclusion_text(res:dict, out:Path)->str:
     b, cmp = res['best_pretrained'], res['comparisons']
     t, tt, tr = b['test'], cmp['tuning'], cmp.get('transfer_best', cmp['transfer'])
     find = (f"**Findings.** The best pretrained model, chosen on validation, is {b['name']}: {_pct(t['accuracy'])} test "
-            f"accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}). Against the scratch CNN, "
-            f"{tr['model_a']} gains {100*tr['diff']:+.1f} pts (McNemar p {_fmt_p(tr['p'])}); the sweep's choice moved "
+            f"accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}). {tr['model_a']} is "
+            f"{100*abs(tr['diff']):.1f} pts {'ahead of' if tr['diff'] >= 0 else 'behind'} the scratch CNN (McNemar p "
+            f"{_fmt_p(tr['p'])}); the sweep's choice moved "
             f"the baseline by {100*tt['diff']:+.1f} pts (p {_fmt_p(tt['p'])}).")
     return find + "\n\n**Next steps from these results.**\n" + '\n'.join(f"- {s}" for s in next_steps(res, out))
 

@@ -28,12 +28,12 @@ from .models import create_model
 from .gradcam import grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary
 
 # %% auto #0
-__all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'StudyConfig', 'run_configs', 'source_table', 'StepTimer',
-           'step_seconds', 'plan_table', 'budget_plan', 'planned_epochs', 'fit_budget', 'replanned', 'epochs_line',
-           'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all',
-           'extra_predictions', 'pick_best', 'case_table', 'comparisons', 'study_figures', 'explain_cases',
-           'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable', 'fingerprint', 'runs_table',
-           'run_fit', 'run_study']
+__all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'FACTS_FORMAT', 'StudyConfig', 'run_configs',
+           'source_table', 'StepTimer', 'step_seconds', 'plan_table', 'budget_plan', 'planned_epochs', 'fit_budget',
+           'replanned', 'epochs_line', 'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all',
+           'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best', 'case_table', 'comparisons',
+           'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable',
+           'fingerprint', 'runs_table', 'run_fit', 'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
@@ -414,15 +414,18 @@ def check_writable(out:Path):
                               "choose another --out or free space.") from None
 
 # %% ../nbs/05_study.ipynb #e9fc9af0
+FACTS_FORMAT = 2 # the shape of study.json's facts: bumped when they change, so stored results are computed again
+
 def fingerprint(sc:StudyConfig, # resolved
                 configs:dict, # {run name: RunConfig}
                 out:Path, # study folder
                )->dict:
-    "What a study's results depend on: configuration, library version, each run's best checkpoint (size, time)."
+    "What a study's results depend on: configuration, library version and facts format, each run's best checkpoint."
     import tl_fastai
     ck = {n: [best_checkpoint(out/n).stat().st_size, best_checkpoint(out/n).stat().st_mtime_ns] for n in configs}
     cfg = {k: v for k, v in asdict(sc).items() if k != 'force'}
-    return json.loads(json.dumps(dict(version=tl_fastai.__version__, config=cfg, checkpoints=ck), default=str))
+    return json.loads(json.dumps(dict(version=tl_fastai.__version__, facts=FACTS_FORMAT, config=cfg, checkpoints=ck),
+                                  default=str))
 
 def _stored_results(out:Path)->dict|None:
     "The content of study.json, or None when there is none or it cannot be read (it is then written again)."
