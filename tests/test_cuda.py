@@ -5,6 +5,7 @@ import json
 from unittest import mock
 import pandas as pd, pytest, torch
 from fastai.callback.core import Callback
+from fastai.optimizer import OptimWrapper
 from tl_fastai.core import amp_dtype
 from tl_fastai.data import elpv_subset, get_dls, prepare_split
 from tl_fastai.study import StudyConfig, run_predictions, run_study
@@ -27,11 +28,13 @@ class Probe(Callback):
     "When a fit starts (after the checkpoint's state is loaded): optimizer state, GPU random state, precision, scaler."
     order = 20  # after MixedPrecision (10) and ScalerState (11)
     def before_fit(self):
-        opt = self.opt.opt if hasattr(self.opt, 'opt') else self.opt
+        wrapped = isinstance(self.opt, OptimWrapper)
+        opt = self.opt.opt if wrapped else self.opt           # torch's optimizer, or fastai's (ranger: its Lookahead)
         pairs = [(p, v) for p, st in opt.state.items() for k, v in st.items() if k != 'step' and torch.is_tensor(v)]
-        pairs += [(p, s) for sg, pg in zip(getattr(opt, 'slow_weights', None) or [], opt.param_lists) for s, p in zip(sg, pg)]
-        self.state = [(v.device, v.dtype, p.device, p.dtype) for p, v in pairs]
-        self.fused = [(st['step'].device, opt.param_groups[0].get('fused')) for st in opt.state.values()] if hasattr(opt, 'param_groups') else []
+        slow = [] if wrapped else getattr(opt, 'slow_weights', None) or []
+        self.slow = [(p, s) for sg, pg in zip(slow, self.opt.param_lists) for s, p in zip(sg, pg)]
+        self.state = [(v.device, v.dtype, p.device, p.dtype) for p, v in pairs + self.slow]
+        self.fused = [(st['step'].device, opt.param_groups[0].get('fused')) for st in opt.state.values()] if wrapped else []
         self.rng = torch.cuda.get_rng_state()
         self.cbs_names = [type(cb).__name__ for cb in self.learn.cbs]
         sc = getattr(self.learn, 'scaler', None)
@@ -41,9 +44,15 @@ class Probe(Callback):
 def tiny_split(tmp_path_factory):
     return prepare_split(elpv_subset(40), tmp_path_factory.mktemp('split'))
 
-def kill_and_resume(df, run, cfg:RunConfig)->tuple:
-    "Train `cfg` into `run`, killed halfway through global epoch 2; resume it; return (checkpoint at the kill, probe, result)."
-    with pytest.raises(Killed): train_run(cfg, df, run, quiet=True, cbs=[KillMidEpoch(2)])
+class StartScale(Callback):
+    "Start fp16's gradient scaler at `scale` instead of 65536, so that a resumed run's scale tells where it came from."
+    order = 11  # after MixedPrecision (10) makes the scaler
+    def __init__(self, scale:float): self.scale = scale
+    def before_fit(self): self.learn.scaler.load_state_dict({**self.learn.scaler.state_dict(), 'scale': self.scale})
+
+def kill_and_resume(df, run, cfg:RunConfig, cbs=())->tuple:
+    "Train `cfg` into `run` (with `cbs`), killed halfway through global epoch 2; resume it; (checkpoint, probe, result)."
+    with pytest.raises(Killed): train_run(cfg, df, run, quiet=True, cbs=[KillMidEpoch(2), *cbs])
     ck = read_checkpoint(run/'model_checkpoint.pt')
     probe = Probe()
     res = train_run(cfg, df, run, quiet=True, cbs=[probe])
@@ -62,22 +71,23 @@ def test_killed_mid_epoch_resumes_on_the_gpu(tiny_split, tmp_path):
 def test_fp16_resumes_with_its_gradient_scale(tiny_split, tmp_path):
     "fp16 forced (a T4's precision, also on a bf16 GPU): the scaler's state is checkpointed and restored."
     with mock.patch('tl_fastai.train.amp_dtype', return_value=torch.float16):
-        ck, probe, res = kill_and_resume(tiny_split, tmp_path/'fp16', RunConfig(**TINY))
-    assert ck['scaler'] and ck['scaler']['scale'] > 0
+        ck, probe, res = kill_and_resume(tiny_split, tmp_path/'fp16', RunConfig(**TINY), cbs=[StartScale(1024.)])
+    assert ck['scaler']['scale'] <= 1024.                               # 1024, or less after an overflow
     assert probe.scale == ck['scaler']['scale']                        # not 65536 again
     assert res['final']['train_loss'] == res['final']['train_loss']    # no NaN
 
 def test_ranger_resumes_on_the_gpu(tiny_split, tmp_path):
     "fastai's ranger: its slow weights come back on the parameters' device and dtype, and training goes on."
     _, probe, res = kill_and_resume(tiny_split, tmp_path/'ranger', RunConfig(**{**TINY, 'opt': 'ranger'}))
-    assert len(probe.state) > 0 and res['epochs'] == 3
+    assert probe.slow and all(s.is_cuda and s.dtype == p.dtype for p, s in probe.slow) and res['epochs'] == 3
 
 def test_mixed_precision_follows_the_capability():
     major, _ = torch.cuda.get_device_capability()
     assert amp_dtype('cuda') == (torch.bfloat16 if major >= 8 else torch.float16)
 
-def test_lr_finder_records_host_losses(tiny_split):
+def test_lr_finder_records_host_losses(tiny_split, tmp_path):
     learn = build_learner(RunConfig(size=64, bs=8), get_dls(tiny_split, size=64, bs=8))
+    learn.path = tmp_path                                               # lr_find saves and restores the weights there
     with learn.no_bar(), learn.no_logging(): learn.lr_find(num_it=30, show_plot=True)
     assert {(type(l), l.device.type) for l in learn.recorder.losses} == {(torch.Tensor, 'cpu')}
 
