@@ -100,21 +100,22 @@ def measure(df, size:int, bs:int, batches:int|None, warmup:int|None, device:torc
                 workers=dls.train.fake_l.num_workers, n_train=len(train), learn=learn)
 
 class StepProfile(Callback):
-    "Over `n` training batches: host-device syncs per batch (CUDA's sync debug mode) or the share of batch time in the optimizer step."
+    "Over `n` training batches: host-device syncs per batch over the whole loop (CUDA's sync debug mode), or the optimizer step's share."
     order = 1000  # after every other callback
     def __init__(self, device:torch.device, n:int, what:str, warned:list):
         self.device, self.n, self.what, self.warned, self.rows = device, n, what, warned, []
     def before_validate(self): raise CancelValidException()
+    def before_train(self): self.w0 = len(self.warned)      # syncs are counted from here to each batch's end
     def before_batch(self):
-        if self.what == 'syncs': self.w0 = len(self.warned)
-        else: self.t0, self.opt_s = clock(self.device), 0.
+        if self.what == 'time': self.t0, self.opt_s = clock(self.device), 0.
     def before_step(self):
         if self.what == 'time': self.ts = clock(self.device)
     def after_step(self):
         if self.what == 'time': self.opt_s += clock(self.device) - self.ts
     def after_batch(self):
         if not self.training: return
-        self.rows.append(len(self.warned) - self.w0 if self.what == 'syncs' else self.opt_s/(clock(self.device) - self.t0))
+        if self.what == 'syncs': self.rows.append(len(self.warned) - self.w0); self.w0 = len(self.warned)
+        else: self.rows.append(self.opt_s/(clock(self.device) - self.t0))
         if len(self.rows) == self.n: raise CancelFitException()
 
 def profile(learn, device:torch.device, n:int=10)->dict:

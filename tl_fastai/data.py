@@ -282,19 +282,20 @@ def default_workers()->int:
 
 # %% ../nbs/00_data.ipynb #cc630747
 class ImageCache:
-    "Images opened as RGB, resized to `px` (centre crop) and kept as uint8 tensors on `device`, keyed by path."
+    "Images opened as RGB, resized to `px` (centre crop), kept as uint8 tensors on `device` (greyscale: one channel)."
     def __init__(self, px:int, device='cpu', keep:bool=True):
         self.px, self.device, self.keep, self.store = px, torch.device(device), keep, {}
     def load(self, path)->torch.Tensor:
-        "The uint8 CHW tensor of one image file, decoded and resized."
-        return image2tensor(Resize(self.px)(open_rgb(path), split_idx=1))
+        "The uint8 CHW tensor of one image file, decoded and resized; one channel if its three are equal (greyscale)."
+        x = image2tensor(Resize(self.px)(open_rgb(path), split_idx=1))
+        return x[:1].clone() if bool((x[0] == x[1]).all() and (x[1] == x[2]).all()) else x
     def __call__(self, path)->TensorImage:
         "The image of `path` from the store; decoded on a miss (and kept if `keep`)."
         x = self.store.get(path)
         if x is None:
             x = self.load(path).to(self.device)
             if self.keep: self.store[path] = x
-        return TensorImage(x)
+        return TensorImage(x.expand(3, -1, -1))                 # a view: three channels for the model
     def fill(self, paths)->ImageCache:
         "Decode every file of `paths` not yet stored, in threads (PIL releases the GIL), and keep them on `device`."
         todo = [p for p in dict.fromkeys(paths) if p not in self.store]

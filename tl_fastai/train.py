@@ -14,9 +14,11 @@ from torch import nn
 import torch.nn.functional as F
 from sklearn import metrics as skm
 from fastcore.basics import ifnone, patch
+from fastcore.foundation import L
 from fastcore.imports import in_notebook
 from fastai.learner import Learner, AvgSmoothLoss
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
 import fastai.callback.schedule  # adds Learner.fit_one_cycle
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
@@ -29,12 +31,13 @@ from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'CKPT_FORMAT', 'TB_TAGS', 'torch_opt', 'RunConfig', 'LabelMetric',
-           'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups', 'DeviceSmoothLoss', 'freeze_stages',
-           'SoftTargetLoss', 'build_learner', 'rng_states', 'set_rng_states', 'state_on_params', 'CheckpointError',
-           'load_opt_state', 'checkpoint_dict', 'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer',
-           'log_hparams', 'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state',
-           'read_history', 'is_ddp', 'main_first', 'train_run', 'sweep_configs', 'best_variant']
+__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'PROGRESS_EVERY', 'CKPT_FORMAT', 'RESUME_KEYS', 'TB_TAGS', 'torch_opt',
+           'RunConfig', 'LabelMetric', 'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups',
+           'DeviceSmoothLoss', 'HostLosses', 'freeze_stages', 'SoftTargetLoss', 'build_learner', 'rng_states',
+           'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state', 'checkpoint_dict',
+           'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams', 'epoch_line',
+           'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp', 'main_first',
+           'sync_batchnorm', 'ScalerState', 'train_run', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 _TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
@@ -148,6 +151,14 @@ class DeviceSmoothLoss(AvgSmoothLoss):
         loss = learn.loss.detach().mean()
         self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
+# %% ../nbs/02_train.ipynb #ae641d8c
+class HostLosses(Callback):
+    "Copy the Recorder's smoothed losses to the host in one go when a fit ends (they stay on the device during it)."
+    order = 51  # after Recorder (50)
+    def after_fit(self):
+        ls = self.recorder.losses
+        if ls: self.recorder.losses = list(torch.stack([l.detach() for l in ls]).float().cpu().unbind())
+
 # %% ../nbs/02_train.ipynb #3f2ccac2
 def freeze_stages(model:nn.Module, # a `ScratchCNN` or timm model
                   n:int, # leading stages to freeze for good
@@ -179,8 +190,19 @@ def build_learner(cfg:RunConfig, # the run
     learn = Learner(dls, model, loss_func=loss, opt_func=OPTIMIZERS[cfg.opt], lr=cfg.lr, wd=cfg.wd,
                     splitter=partial(param_groups, keep_frozen=keep), metrics=valid_metrics(), cbs=cbs)
     learn.recorder.smooth_loss = DeviceSmoothLoss(learn.recorder.smooth_loss.beta)
+    learn.add_cb(HostLosses())
     learn.model.to(dls.device)
     return use_speedups(learn)
+
+# %% ../nbs/02_train.ipynb #9110b99d
+PROGRESS_EVERY = 10
+
+@patch
+def after_batch(self:ProgressCallback):
+    "fastai's, with the smoothed loss read to the host for the bar's comment every `PROGRESS_EVERY` batches only."
+    self.pbar.update(self.iter+1)
+    if hasattr(self, 'smooth_loss') and (self.iter % PROGRESS_EVERY == 0 or self.iter + 1 == self.n_iter):
+        self.pbar.comment = f'{self.smooth_loss.item():.4f}'
 
 # %% ../nbs/02_train.ipynb #6cfe1b88
 def _plain(o):
@@ -209,11 +231,15 @@ def rng_states(learn:Learner)->dict:
 
 # %% ../nbs/02_train.ipynb #40c1f275
 def set_rng_states(learn:Learner, st:dict):
-    "Restore what `rng_states` saved (the GPUs' states when this machine has as many GPUs)."
+    "Restore what `rng_states` saved (the GPUs' states when this machine has as many GPUs, else says it cannot)."
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
     np.random.set_state((st['numpy'][0], st['numpy'][1].numpy(), *st['numpy'][2:]))
     torch.set_rng_state(st['torch'])
-    if st.get('cuda') and len(st['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(st['cuda'])
+    cuda, n = st.get('cuda') or [], torch.cuda.device_count()
+    if cuda and len(cuda) == n: torch.cuda.set_rng_state_all(cuda)
+    elif cuda:
+        warnings.warn(f"The checkpoint was written on {len(cuda)} GPU(s) and this machine has {n}: their random "
+                      "states are not restored, so the resumed run does not repeat an uninterrupted one exactly.")
     _shuffler(learn).rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
 
 # %% ../nbs/02_train.ipynb #f5e13538
@@ -235,7 +261,10 @@ def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimW
                   ):
     "Load an optimizer state onto the parameters' devices, keeping this machine's kernels (fused or multi-tensor)."
     if not isinstance(opt, OptimWrapper):
-        opt.load_state_dict(sd)
+        opt.load_state_dict(dict(sd))                   # fastai's Lookahead pops its keys from the dict it is given
+        if getattr(opt, 'slow_weights', None) is not None:  # ranger's slow weights: loaded where the file was read
+            opt.slow_weights = L(L(s.to(p.device, p.dtype) for s, p in zip(sg, pg))
+                                 for sg, pg in zip(opt.slow_weights, opt.param_lists))
         return state_on_params(opt.state)
     if 'param_groups' not in sd:
         raise CheckpointError("The checkpoint's optimizer state was written by an earlier tl_fastai and cannot be "
@@ -250,6 +279,12 @@ def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimW
 
 # %% ../nbs/02_train.ipynb #964f189e
 CKPT_FORMAT = 'tl_fastai.checkpoint/1'
+RESUME_KEYS = ('opt', 'rng', 'scaler')  # only resuming needs them: not in the best checkpoint, not in `load_checkpoint`
+
+def _scaler_state(learn:Learner)->dict:
+    "The state of the gradient scaler fastai's `MixedPrecision` uses during a fit (empty without one, or in bf16)."
+    sc = getattr(learn, 'scaler', None)
+    return sc.state_dict() if sc is not None else {}
 
 def checkpoint_dict(learn:Learner, # the run's Learner
                     cfg:RunConfig, # its configuration
@@ -258,13 +293,13 @@ def checkpoint_dict(learn:Learner, # the run's Learner
                     history:list, # one row per epoch so far
                     stats:tuple, # normalisation (mean, std)
                    )->dict:
-    "Everything needed to rebuild the model or resume the run after global `epoch`."
+    "Everything needed to rebuild the model or resume the run after global `epoch` (fp16's gradient scaler too)."
     model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
              for k, v in _bare(learn.model).state_dict().items()}
     return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size,
                 mean=list(stats[0]), std=list(stats[1]), epoch=epoch, phase=phase, epochs=cfg.epochs,
                 config=_plain(asdict(cfg)), history=_plain(history), model=model, opt=_plain(learn.opt.state_dict()),
-                rng=rng_states(learn), torch_version=str(torch.__version__))
+                rng=rng_states(learn), scaler=_plain(_scaler_state(learn)), torch_version=str(torch.__version__))
 
 # %% ../nbs/02_train.ipynb #ad2d55b6
 def read_checkpoint(path:str|Path)->dict:
@@ -298,7 +333,7 @@ def load_checkpoint(path:str|Path, # a model_checkpoint.pt or best_checkpoint.pt
     try: model.load_state_dict(ck['model'])
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit architecture {ck['arch']!r}: {str(e).splitlines()[0]}") from None
-    meta = {k: v for k, v in ck.items() if k not in ('model', 'opt', 'rng')}
+    meta = {k: v for k, v in ck.items() if k not in ('model', *RESUME_KEYS)}
     return model.to(ifnone(device, 'cpu')).eval(), meta
 
 # %% ../nbs/02_train.ipynb #a02b6459
@@ -376,7 +411,7 @@ class EpochLogger(Callback):
         ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
         # the best checkpoint (no resume state) first: a kill in between redoes this epoch
         if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in self.history[:-1]):
-            atomic_save({k: v for k, v in ck.items() if k not in ('opt', 'rng')}, self.run_dir/BEST_CKPT)
+            atomic_save({k: v for k, v in ck.items() if k not in RESUME_KEYS}, self.run_dir/BEST_CKPT)
         atomic_save(ck, self.run_dir/CKPT)
 
 # %% ../nbs/02_train.ipynb #7dd2039e
@@ -473,11 +508,21 @@ def _wrap_dl(self:DistributedTrainer, dl):
     "fastai's, with the DataLoaders' device: a model wrapped for the CPU has no `.device`."
     return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=self.learn.dls.device)
 
+# %% ../nbs/02_train.ipynb #f7836fdc
+def sync_batchnorm(model:nn.Module, # a timm model or `ScratchCNN`
+                  )->nn.Module:
+    "`model` with synchronised batch norms by timm's conversion (activations fused into `BatchNormAct2d` kept)."
+    from timm.layers import convert_sync_batchnorm
+    if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()): return model   # converting again drops them
+    return convert_sync_batchnorm(model)
+
 # %% ../nbs/02_train.ipynb #b9ca4104
 def _distributed(learn:Learner):
-    "fastai's DDP context (Accelerate) when launched on several processes; nothing otherwise."
+    "fastai's DDP context (Accelerate) when launched on several processes (GPUs: batch norms synchronised); else none."
     from contextlib import nullcontext
-    return learn.distrib_ctx(sync_bn=torch.cuda.is_available()) if is_ddp() else nullcontext()
+    if not is_ddp(): return nullcontext()
+    if torch.cuda.is_available(): learn.model = sync_batchnorm(learn.model)   # the parameters stay the optimizer's
+    return learn.distrib_ctx(sync_bn=False)                                   # fastai's conversion is torch's
 
 # %% ../nbs/02_train.ipynb #25c557f0
 def _unfrozen_lr(cfg:RunConfig)->tuple:
@@ -494,6 +539,14 @@ def _quiet(learn:Learner, quiet:bool):
     st = ExitStack(); st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
     return st
 
+# %% ../nbs/02_train.ipynb #fb8b275f
+class ScalerState(Callback):
+    "Load a checkpoint's gradient-scaler state into the scaler fastai's `MixedPrecision` makes when the fit starts."
+    order = 11  # after MixedPrecision (10)
+    def __init__(self, sd:dict): self.sd = sd
+    def before_fit(self):
+        if self.sd and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.sd)
+
 # %% ../nbs/02_train.ipynb #56b9d535
 def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, quiet:bool):
     "Run the frozen and unfrozen one-cycle phases, starting after the checkpoint's epoch if resuming."
@@ -502,15 +555,16 @@ def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, 
     for phase, n in cfg.phases():
         if done < offset + n:
             learn.freeze() if phase == 'frozen' else learn.unfreeze()
-            start = max(0, done - offset)
+            start, cbs = max(0, done - offset), []
             if start:                               # resuming inside this phase
                 load_opt_state(learn.opt, ck['opt'])
                 set_rng_states(learn, ck['rng'])
+                cbs = [ScalerState(ck.get('scaler', {}))]
             elif ck and done == offset and done:     # resuming at the start of a phase: random states only
                 set_rng_states(learn, ck['rng'])
             logger.offset, logger.phase, logger.start = offset, phase, start
             lr, kw = (cfg.lr, {}) if phase == 'frozen' else _unfrozen_lr(cfg)
-            with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, **kw)
+            with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, cbs=cbs, **kw)
         offset += n
 
 # %% ../nbs/02_train.ipynb #5232febc
