@@ -127,6 +127,25 @@ def _quarto_directives(src:str):
     return dirs, '\n'.join(lines)
 
 
+def _machine_prefixes() -> list:
+    "Folders of the machine that builds the site, longest first: installed packages, the repository, temporary folders"
+    import site, sysconfig, tempfile
+    dirs = {*site.getsitepackages(), sysconfig.get_paths()['purelib'], sys.prefix, str(ROOT), tempfile.gettempdir(),
+            os.path.expanduser('~')}
+    return sorted({d.rstrip('/') for d in dirs if d and d != '/'}, key=len, reverse=True)
+
+_re_tmpdir = re.compile(r'(?<![\w.])/(?:tmp|var/tmp)/(?:tmp|pytest-)[\w-]*/')
+_re_ipy_loc = re.compile(r'(?:<|&lt;)ipython-input-\d+-[0-9a-f]+(?:>|&gt;):\d+: ')
+
+
+def unmachine(text:str) -> str:
+    "`text` with this machine's folders shortened to '…/' (a demo's table of files, a warning naming a file)"
+    text = _re_ipy_loc.sub('', text)
+    for d in _machine_prefixes():
+        text = re.sub(re.escape(d) + r'(?:/(?:tmp|pytest-)[\w-]*)?/', '…/', text)
+    return _re_tmpdir.sub('…/', text)
+
+
 _re_source_link = re.compile(r'<p><a href="[^"]*"[^>]*>source</a></p>')
 
 
@@ -143,7 +162,9 @@ class Page:
         (self.out/fn).write_bytes(base64.b64decode(data))
         return f'<img src="{fn.as_posix()}" alt="figure {self.nimg} of {self.name}">'
 
-    def output(self, o) -> str:
+    def output(self, o) -> str: return unmachine(self._output(o))
+
+    def _output(self, o) -> str:
         t = o.get('output_type')
         if t == 'stream': return f'<pre class="stream">{html.escape(_text(o.get("text", "")))}</pre>'
         if t == 'error': raise RuntimeError(f'{self.name}: an error output is stored in the notebook ({o.get("ename")})')
