@@ -107,6 +107,8 @@ def _doc_prefixes():
 def _relative_links(s:str, prefixes) -> str:
     "Links to this project's docs made relative; links to its notebooks point at their pages"
     for p in prefixes: s = s.replace(p, '')
+    nbs = get_config().nbs_path.relative_to(ROOT).as_posix()
+    s = re.sub(rf'(src="|href="|\]\()(?:\./)?{re.escape(nbs)}/', r'\1', s)    # the README's paths, from the repository root
     s = re.sub(r'(href="|\]\()(?:\./)?(\d+[a-z]?_)?([\w-]+)\.ipynb', lambda m: f'{m[1]}{m[3]}.html', s)
     return s
 
@@ -254,6 +256,7 @@ def build(out:Path, only=None, render_only=False):
     names = {f: nbpath2html(f).name for f in files}
     titles = {f: nb_frontmatter(read_nb(f)).get('title') or _md_title(f) for f in files}
     nav = [(names[f], titles[f]) for f in files] + [('api.html', 'API reference')]
+    if not only: shutil.rmtree(out/'figures', ignore_errors=True)          # no figure left from an earlier build
     out.mkdir(parents=True, exist_ok=True)
     for sub in ('images',):
         if (nbs/sub).exists(): shutil.copytree(nbs/sub, out/sub, dirs_exist_ok=True)
