@@ -294,6 +294,10 @@ def submission_page(src:Path, study:Path, dest:Path):
     fm = {'cell_type': 'raw', 'metadata': {}, 'source': '---\ntitle: Study walkthrough\ndescription: ' +
           json.dumps(desc) + '\nskip_exec: true\n---'}
     nb['cells'].insert(0, fm)
+    where = str(study.resolve())
+    for c in nb['cells']:                    # the study folder as the notebook names it beside itself, not this machine's path
+        src = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+        c['source'] = src.replace(where, study.name)
     dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     print(f'{dest}: {desc}')
 
