@@ -17,8 +17,8 @@ PROBE = '''<script>window.addEventListener('load', () => {
   const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
   const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
   const p = document.createElement('pre'); p.id = 'probe-result';
-  p.textContent = JSON.stringify({title: document.title, text: (document.querySelector('main')||document.body).innerText.length,
-                                  imgs, links, ids});
+  const text = (document.querySelector('main') || document.body).innerText.length;
+  p.textContent = JSON.stringify({title: document.title, text, imgs, links, ids});
   document.body.appendChild(p);
 });</script>'''
 
@@ -78,7 +78,9 @@ def site_problems(browser, site:Path) -> list:
             if u.scheme != 'file': continue                            # external sites are not part of this check
             target = Path(unquote(u.path))
             tname = target.name.replace('.probe-', '')
-            if not target.exists() and not (site/tname).exists(): probs.append(f'{name}: link to missing {tname}'); continue
+            if not target.exists() and not (site/tname).exists():
+                probs.append(f'{name}: link to missing {tname}')
+                continue
             if u.fragment and tname in seen and u.fragment not in seen[tname]['ids']:
                 probs.append(f'{name}: link to missing anchor {tname}#{u.fragment}')
     return probs

@@ -56,7 +56,8 @@ class exec_all(Processor):
         if self.skip(cell): return
         self.k.cell(cell)
         if (e := self.k.exc):
-            raise RuntimeError(f"{Path(self.nb.path_).name}, cell {cell.idx_}: {type(e).__name__}: {e}\n{cell.source}") from e
+            where = f"{Path(self.nb.path_).name}, cell {cell.idx_}"
+            raise RuntimeError(f"{where}: {type(e).__name__}: {e}\n{cell.source}") from e
 
 
 class DocsProcs(FilterDefaults):
@@ -108,7 +109,7 @@ def _relative_links(s:str, prefixes) -> str:
     "Links to this project's docs made relative; links to its notebooks point at their pages"
     for p in prefixes: s = s.replace(p, '')
     nbs = get_config().nbs_path.relative_to(ROOT).as_posix()
-    s = re.sub(rf'(src="|href="|\]\()(?:\./)?{re.escape(nbs)}/', r'\1', s)    # the README's paths, from the repository root
+    s = re.sub(rf'(src="|href="|\]\()(?:\./)?{re.escape(nbs)}/', r'\1', s)   # the README's paths (from the root)
     s = re.sub(r'(href="|\]\()(?:\./)?(\d+[a-z]?_)?([\w-]+)\.ipynb', lambda m: f'{m[1]}{m[3]}.html', s)
     return s
 
@@ -169,7 +170,7 @@ class Page:
     def _output(self, o) -> str:
         t = o.get('output_type')
         if t == 'stream': return f'<pre class="stream">{html.escape(_text(o.get("text", "")))}</pre>'
-        if t == 'error': raise RuntimeError(f'{self.name}: an error output is stored in the notebook ({o.get("ename")})')
+        if t == 'error': raise RuntimeError(f'{self.name}: the notebook stores an error output ({o.get("ename")})')
         d = o.get('data', {})
         if 'image/png' in d: return self._img(_text(d['image/png']), 'png')
         if 'image/jpeg' in d: return self._img(_text(d['image/jpeg']), 'jpg')
@@ -191,9 +192,10 @@ class Page:
 
     def body(self) -> str:
         head = f'<h1 class="title">{html.escape(self.fm.get("title", self.name))}</h1>' if self.fm.get('title') else ''
-        desc = f'<div class="description">{_md2html(self.fm["description"])}</div>' if self.fm.get('description') else ''
+        desc = self.fm.get('description')
+        desc = f'<div class="description">{_md2html(desc)}</div>' if desc else ''
         body = head + desc + '\n'.join(self.cell(c) for c in self.nb.cells)
-        return _re_source_link.sub('', body)        # "source" links would name a repository the project does not publish
+        return _re_source_link.sub('', body)        # "source" links name a repository the project does not publish
 
 
 def _layout(title:str, body:str, nav:list, current:str) -> str:
@@ -207,7 +209,16 @@ def _layout(title:str, body:str, nav:list, current:str) -> str:
 '''
 
 
-def api_page(pages:dict) -> str:
+def _anchor(link:str, out:Path) -> str:
+    "`link` (page#id) if the page has that id, else its class's entry (a method without its own), else the page"
+    page, _, frag = link.partition('#')
+    ids = set(re.findall(r'\bid="([^"]+)"', (out/page).read_text())) if (out/page).exists() else set()
+    for f in (frag, frag.split('.')[0]):
+        if f in ids: return f'{page}#{f}'
+    return page
+
+
+def api_page(pages:dict, out:Path) -> str:
     "The API reference: every exported symbol, linked to its `show_doc` entry on its module's page"
     from importlib import import_module
     lib = get_config().lib_name
@@ -216,8 +227,8 @@ def api_page(pages:dict) -> str:
     for mod, entries in sorted(syms.items()):
         page = nbpath2html(Path(mod.split('.')[-1] + '.ipynb')).name
         if page not in pages: continue
-        items = ', '.join(f'<a href="{html.escape(v[0])}"><code>{html.escape(k.split(".", 2)[-1])}</code></a>'
-                          for k, v in sorted(entries.items()))
+        items = ', '.join(f'<a href="{html.escape(_anchor(v[0], out))}"><code>{html.escape(k.split(".", 2)[-1])}'
+                          '</code></a>' for k, v in sorted(entries.items()))
         rows.append(f'<h2><a href="{page}">{html.escape(mod)}</a></h2><p>{items}</p>')
     return '<h1 class="title">API reference</h1><p class="description">Every exported function and class, linked to ' \
            'its signature, parameters and demonstration on its module\'s page.</p>' + '\n'.join(rows)
@@ -270,7 +281,8 @@ def build(out:Path, only=None, render_only=False):
         body = _relative_links(page.body(), prefixes)
         (out/names[f]).write_text(_layout(titles[f], body, nav, names[f]))
         print(f'{names[f]:24} {time.time()-t0:6.1f} s  {page.nimg} figure(s)', flush=True)
-    (out/'api.html').write_text(_layout('API reference', _relative_links(api_page(dict(nav)), prefixes), nav, 'api.html'))
+    api = _relative_links(api_page(dict(nav), out), prefixes)
+    (out/'api.html').write_text(_layout('API reference', api, nav, 'api.html'))
 
 
 def _executed_at(nb:dict):
@@ -295,7 +307,7 @@ def submission_page(src:Path, study:Path, dest:Path):
           json.dumps(desc) + '\nskip_exec: true\n---'}
     nb['cells'].insert(0, fm)
     where = str(study.resolve())
-    for c in nb['cells']:                    # the study folder as the notebook names it beside itself, not this machine's path
+    for c in nb['cells']:                    # the study folder as the notebook names it, not this machine's path
         src = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
         c['source'] = src.replace(where, study.name)
     dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
