@@ -209,13 +209,27 @@ def _layout(title:str, body:str, nav:list, current:str) -> str:
 '''
 
 
-def _anchor(link:str, out:Path) -> str:
+def _ids(page:Path) -> set: return set(re.findall(r'\bid="([^"]+)"', page.read_text())) if page.exists() else set()
+
+
+def _anchor(link:str, out:Path, strict=False):
     "`link` (page#id) if the page has that id, else its class's entry (a method without its own), else the page"
     page, _, frag = link.partition('#')
-    ids = set(re.findall(r'\bid="([^"]+)"', (out/page).read_text())) if (out/page).exists() else set()
+    ids = _ids(out/page)
     for f in (frag, frag.split('.')[0]):
         if f in ids: return f'{page}#{f}'
-    return page
+    return None if strict else page
+
+
+_re_doclink = re.compile(r'<a href="([\w-]+\.html#[^"]+)">(.*?)</a>')
+
+
+def fix_doclinks(out:Path):
+    "Links to a symbol without a `show_doc` entry (a private helper named in prose) go to its class's, or are unlinked"
+    for page in out.glob('*.html'):
+        s = page.read_text()
+        new = _re_doclink.sub(lambda m: f'<a href="{a}">{m[2]}</a>' if (a := _anchor(m[1], out, True)) else m[2], s)
+        if new != s: page.write_text(new)
 
 
 def api_page(pages:dict, out:Path) -> str:
@@ -283,6 +297,7 @@ def build(out:Path, only=None, render_only=False):
         print(f'{names[f]:24} {time.time()-t0:6.1f} s  {page.nimg} figure(s)', flush=True)
     api = _relative_links(api_page(dict(nav), out), prefixes)
     (out/'api.html').write_text(_layout('API reference', api, nav, 'api.html'))
+    fix_doclinks(out)
 
 
 def _executed_at(nb:dict):
