@@ -54,7 +54,7 @@ class exec_all(Processor):
 
     def __call__(self, cell):
         if self.skip(cell): return
-        self.k.cell(cell)
+        self.k.cell(cell, timeout=int(get_config().get('cell_timeout') or 0) or None)   # as nbdev-test
         if (e := self.k.exc):
             where = f"{Path(self.nb.path_).name}, cell {cell.idx_}"
             raise RuntimeError(f"{where}: {type(e).__name__}: {e}\n{cell.source}") from e
