@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 OUT    ?= saved_models
 
-.PHONY: study test sync-check clean-venv readme
+.PHONY: study test sync-check clean-venv readme docs browser submission-page
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,25 @@ study: $(STAMP)
 	$(BIN)/tl-fastai zip --out $(OUT)
 	@echo "Results: $(OUT)/ (runs, study.json, figures), notebook.ipynb, submission.zip"
 
-## Library in sync with nbs/, notebook tests, then pytest.
-test: $(STAMP) sync-check
-	$(BIN)/nbdev-test --n-workers 1
+## Library in sync with nbs/, the notebooks' tests (run by `make docs`, which executes every cell nbdev-test runs),
+## then pytest, whose tests/test_docs.py opens the built site in headless Chromium.
+test: $(STAMP) sync-check docs browser
 	$(BIN)/python -m pytest -q
+
+## The documentation site in _docs/ (open _docs/index.html): every notebook executed as nbdev-test does, with
+## nbdev's docs processors (show_doc for every export); fails on an error or on a page showing a traceback or a path.
+docs: $(STAMP)
+	$(BIN)/python tools/docs.py --out _docs
+
+## Headless Chromium for tests/test_docs.py (Debian's package; needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "Chromium could not be installed: tests/test_docs.py will be skipped (apt-get install chromium)."
+
+## nbs/submission.ipynb, the site's study walkthrough, from an executed study notebook (default $(OUT)/notebook.ipynb).
+submission-page: $(STAMP)
+	$(BIN)/python tools/docs.py --submission $(OUT)/notebook.ipynb --study $(OUT)
 
 ## Fail if nbdev-export would change tl_fastai/ (the library must be exported from nbs/).
 sync-check: $(STAMP)
