@@ -7,7 +7,9 @@
    file `export_onnx` wrote: batch-1 latency (median ms) and batch-64 throughput (img/s).
 The model is one run without test-time augmentation (the same work for every contestant); the study is `--out`, or
 a smoke study trained at `--size` px into a temporary folder.
-Usage: python bench/predict_speed.py [--out STUDY] [--size 160] [--images 256] [--bs 64] [--repeats 3]
+On a CPU shared with other work, pass --threads 1: torch's two spinning threads wait on each other when the cores are
+busy (a 64 px Lite0 batch of one took 2.2 s with 2 threads against 75 ms with 1 on a loaded 2-core machine).
+Usage: python bench/predict_speed.py [--out STUDY] [--size 160] [--images 256] [--bs 64] [--repeats 3] [--threads N]
 """
 import argparse, statistics, tempfile, time
 from pathlib import Path
@@ -16,7 +18,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 from tl_fastai.core import BASELINE, amp_dtype
 from tl_fastai.data import elpv_table
-from tl_fastai.predict import Predictor, ProbabilityModel, export_onnx, onnx_session
+from tl_fastai.predict import Predictor, ProbabilityModel, export_onnx
 from tl_fastai.study import StudyConfig, run_study
 
 def timed(fns:dict, repeats:int)->dict:
@@ -30,8 +32,8 @@ def timed(fns:dict, repeats:int)->dict:
 
 def plain_loop(model, files:list, size:int, px:int, mean, std, bs:int)->np.ndarray:
     "Probabilities the usual way: PIL, torchvision transforms, batches of `bs`, `torch.inference_mode`."
-    tf = T.Compose([T.PILToTensor(), T.Resize(px), T.CenterCrop(px), T.Resize(size), T.ToDtype(torch.float32, scale=True),
-                    T.Normalize(mean, std)])
+    tf = T.Compose([T.PILToTensor(), T.Resize(px), T.CenterCrop(px), T.Resize(size),
+                    T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
     out = []
     with torch.inference_mode():
         for i in range(0, len(files), bs):
@@ -46,7 +48,9 @@ def main():
     p.add_argument('--images', type=int, default=256, help='ELPV images to predict (default: 256)')
     p.add_argument('--bs', type=int, default=64, help='batch size (default: 64)')
     p.add_argument('--repeats', type=int, default=3, help='timed runs of each (median reported)')
+    p.add_argument('--threads', type=int, help="CPU threads of torch and onnxruntime alike (default: torch's)")
     a = p.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp())
     out = Path(a.out) if a.out else tmp/'study'
     if not a.out: run_study(StudyConfig(preset='smoke', size=a.size, out=str(out)), log=None)
@@ -66,7 +70,10 @@ def main():
     print(f"ratio predict/plain: {ips['predict']/ips['plain']:.2f}x (target >= 0.9x)")
 
     facts = export_onnx(out, BASELINE, tmp/'model.onnx')
-    sess, net = onnx_session(tmp/'model.onnx'), ProbabilityModel([model]).eval()
+    import onnxruntime as ort
+    so = ort.SessionOptions(); so.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(str(tmp/'model.onnx'), so, providers=['CPUExecutionProvider'])
+    net = ProbabilityModel([model]).eval()
     x = pr.batch_tfm(torch.stack([pr.load(f) for f in files[:a.bs]])).float().contiguous()
     def torch_run(b):
         with torch.inference_mode(): net(b.contiguous(memory_format=torch.channels_last))
