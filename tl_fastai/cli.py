@@ -12,9 +12,12 @@ import contextlib
 from .core import NOTEBOOK, STUDY_JSON, read_json, study_lock
 from .notebook import NotebookError, build_notebook, execute_notebook
 from .submit import make_zip
+from .core import write_csv
+from .predict import Predictor, check_can_write, export_onnx
 
 # %% auto #0
-__all__ = ['cmd_data', 'study_from_args', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip', 'build_parser', 'main']
+__all__ = ['cmd_data', 'study_from_args', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip', 'cmd_predict', 'cmd_export',
+           'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #30ce2c15
 def cmd_data(args):
@@ -79,6 +82,32 @@ def cmd_zip(args):
     "Check the study and the executed notebook, then write submission.zip."
     make_zip(args.notebook, args.out, args.zip, resume_state=args.with_resume_state)
 
+# %% ../nbs/09_cli.ipynb #8244be5b
+def cmd_predict(args):
+    "Predict new images with the study's model: one CSV row per image (file, pred, probabilities, model, epoch)."
+    out, csv = Path(args.out), check_can_write(args.csv)
+    if args.gradcam: check_can_write(Path(args.gradcam)/'gradcam.csv')
+    with study_lock(out, shared=True) if out.exists() else contextlib.nullcontext():
+        pr = Predictor(out, args.model, bs=args.bs)
+    df = pr.predict(args.paths, progress=True, every=args.every)
+    write_csv(df, csv, index=False)
+    counts = ', '.join(f'{n} {c}' for c, n in df.pred.value_counts().items())
+    print(f"Wrote {csv}: {len(df)} images ({counts}), model {pr.name}, epoch {pr.epoch}"
+          + (f"; {len(df.attrs['unreadable'])} unreadable skipped." if df.attrs['unreadable'] else '.'))
+    if args.gradcam:
+        pr.explain(df, args.gradcam)
+        print(f"Wrote {len(df)} Grad-CAM overlays and gradcam.csv to {args.gradcam}")
+
+# %% ../nbs/09_cli.ipynb #d4570d4d
+def cmd_export(args):
+    "Export the study's model as ONNX, checked with onnxruntime against PyTorch on the study's test images."
+    out, path = Path(args.out), check_can_write(args.path)
+    with study_lock(out, shared=True) if out.exists() else contextlib.nullcontext():
+        f = export_onnx(out, args.model, path)
+    print(f"Wrote {path} ({f['mb']} MB, opset {f['opset']}): {f['model']}, epoch {f['epoch']}; on the "
+          f"{f['n_images']} test images its largest probability difference from PyTorch is {f['max_abs_diff']:.1e} "
+          f"and the predicted classes agree on {f['agree']:.0%}.")
+
 # %% ../nbs/09_cli.ipynb #5f12a98e
 def build_parser()->argparse.ArgumentParser:
     "The `tl-fastai` argument parser with its sub-commands."
@@ -126,6 +155,22 @@ def build_parser()->argparse.ArgumentParser:
     z.add_argument('--with-resume-state', action='store_true',
                    help='also pack what resuming needs (optimizer and random states); the zip is then about 4x larger')
     z.set_defaults(func=cmd_zip)
+    pr = sub.add_parser('predict', help=cmd_predict.__doc__)
+    pr.add_argument('paths', nargs='+', metavar='PATH', help="image files, folders or quoted globs ('cells/*.png')")
+    pr.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    pr.add_argument('--csv', default='predictions.csv', help='CSV to write (default: predictions.csv)')
+    pr.add_argument('--model', help="a run folder of the study, 'RUN + tta4' (default: the study's best pretrained)")
+    pr.add_argument('--gradcam', metavar='DIR', help='also write a Grad-CAM overlay per image and gradcam.csv here')
+    pr.add_argument('--bs', type=int, default=64, help='images per batch (default: 64)')
+    pr.add_argument('--every', type=int, default=500,
+                    help='one progress line per this many images when the output is not a terminal (default: 500)')
+    pr.set_defaults(func=cmd_predict)
+    e = sub.add_parser('export', help=cmd_export.__doc__)
+    e.add_argument('--format', default='onnx', choices=['onnx'], help='file format (default: onnx)')
+    e.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    e.add_argument('--model', help="a run folder of the study, 'RUN + tta4' (default: the study's best pretrained)")
+    e.add_argument('--path', default='model.onnx', help='file to write (default: model.onnx)')
+    e.set_defaults(func=cmd_export)
     return p
 
 # %% ../nbs/09_cli.ipynb #30784ae8
