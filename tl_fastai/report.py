@@ -13,15 +13,17 @@ from .core import (ALPHA, BASELINE, GRADCAM_CASES, HISTORY, PROBA_LEVELS, SCRATC
 from .train import TB_TAGS, load_checkpoint
 from .models import count_macs
 from .evaluate import FIT_TOL, error_by_expert_proba, slice_metrics, plot_curves
+from .gradcam import LAYER_RULE
 from .study import runs_table
 
 # %% auto #0
-__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'CANDIDATES', 'history', 'variant_names', 'config_table',
-           'data_table', 'split_table', 'imbalance_text', 'timeline_table', 'load_run_model', 'tensorboard_history',
-           'plot_tensorboard', 'fit_text', 'compare_text', 'noise_text', 'seed_clause', 'reference_text',
-           'baseline_text', 'lr_text', 'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text',
-           'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text',
-           'class_recalls', 'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
+__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES', 'history',
+           'variant_names', 'config_table', 'data_table', 'split_table', 'imbalance_text', 'timeline_table',
+           'load_run_model', 'tensorboard_history', 'plot_tensorboard', 'fit_text', 'compare_text', 'noise_text',
+           'seed_clause', 'reference_text', 'baseline_text', 'lr_text', 'strategy_text', 'sweep_rationale', 'plan_text',
+           'targets_text', 'tuning_text', 'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis',
+           'error_tables', 'gradcam_text', 'class_recalls', 'comparison_text', 'next_steps', 'conclusion_text',
+           'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -344,56 +346,125 @@ def scratch_text(res:dict)->str:
           f"{ra['wall_time_s']/60:.1f} min. Its curves: {fit_text(rs['fit'])}")
     return p1 + "\n\n" + p2
 
-# %% ../nbs/06_report.ipynb #42ada0af
+# %% ../nbs/06_report.ipynb #87d9d7d8
 def _level(row)->str|None:
     "The ELPV expert probability of a case as '0', '1/3', '2/3' or '1'; None without one."
     k = proba_level(row['proba']) if 'proba' in row else -1
     return list(PROBA_LEVELS)[k] if k >= 0 else None
 
-def _regions(row)->list:
-    "(region name, heat share, area share) of a case row, for the regions its map has."
-    return [(k[5:], row[k], row['area_' + k[5:]]) for k in row.index if k.startswith('heat_') and not pd.isna(row[k])]
+DARK_WORDS = {'line': 'a crack-like dark line', 'patch': 'a dark patch (as an inactive or disconnected area looks)'}
+PEAK_WORDS = {'busbar': 'on a busbar (dark by design)', 'edge': "on the cell's edge (dark by design)",
+              'dark spot': 'on a small defect-like dark spot', 'silicon': 'on bright, intact-looking silicon'}
 
+def _dark(row)->str|None:
+    "The cell's darkest defect-like region in words, with its size and darkness; None when it has none."
+    if pd.isna(row.get('dark_area')) or row['dark_area'] <= 0: return None
+    return (f"{DARK_WORDS[row['dark_shape']]} in the {row['dark_where']} covering {row['dark_area']:.1%} of the cell "
+            f"(at {row['dark_contrast']:.0%} of its median brightness)")
+
+def _peak(row, p:str='')->str:
+    "Where the peak of the map (prefix `p`: 'true_' for the true class's map) lies, in EL words."
+    on = row[p + 'peak_on']
+    if on != 'dark region': return PEAK_WORDS[on]
+    return "on the cell's darkest defect-like region" + ('' if p else f", {_dark(row)}")
+
+def _shares(row, p:str='')->str:
+    "The map's heat on busbars, edges and defect-like dark pixels, in words."
+    return (f"{row[p + 'heat_busbars']:.0%} of the heat is on busbars, {row[p + 'heat_edges']:.0%} on the edges and "
+            f"{row[p + 'heat_defect_dark']:.0%} on defect-like dark pixels ({row['area_defect_dark']:.1%} of the cell)")
+
+# %% ../nbs/06_report.ipynb #5bbf5711
 def case_caption(row, # a row of gradcam_cases.csv
                 )->str:
-    "Short caption of a case from its facts: prediction and confidence, expert label, where the heat lies."
+    "Caption of a case from its facts: prediction, expert label, and what lies under the heat in EL terms."
     ok = row['label'] == row['pred']
-    s = f"{'Correctly predicted' if ok else 'Predicted'} {row['pred']} with p={row['prob']:.2f}"
     meta = [f"true {row['label']}" + (f", p(true)={row['p_true']:.2f}" if not ok and 'p_true' in row else '')]
     if _level(row): meta.append(f"expert probability {_level(row)}")
     if 'cell_type' in row: meta.append(str(row['cell_type']))
     if row.get('source', 'test') != 'test': meta.append(f"{row['source']} image")
-    s += f" ({', '.join(meta)})."
-    if row['map_empty']: return s + " The map is empty: no positive evidence for this class at the layer."
-    where = ', '.join(f"{h:.0%} on the {k.replace('_', ' ')} ({a:.0%} of the area)" for k, h, a in _regions(row))
-    return s + f" Heat: {where}; peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
-
-# %% ../nbs/06_report.ipynb #85418e41
-def case_analysis(row, # a misclassified row of gradcam_cases.csv
-                  over:float=1.5, # heat share / area share from which a region counts as over-weighted
-                 )->str:
-    "2–3 sentences on one error: label certainty, confidence, whether the heat drives it, over-weighted regions."
-    s = [f"True {row['label']}, predicted {row['pred']} with p={row['prob']:.2f}."]
-    if _level(row):
-        s.append(f"The experts rated the defect probability {_level(row)}: " +
-                 ("the label itself is uncertain, so this is as likely label noise as a model failure."
-                  if is_ambiguous(row['proba']) else "they were certain, so this is a genuine model failure."))
-    s.append("Confidently wrong, so the model saw strong (misleading) evidence." if row['prob'] >= .8 else
-             "Near the decision boundary: the image looks like both classes to the model.")
-    if row['map_empty']:
-        return ' '.join(s + ["The Grad-CAM map is empty: no positive evidence at the layer, the decision rests on "
-                             "weak, diffuse cues."])
-    s.append(f"Removing the map's most relevant pixels (filled in from their neighbours) lowers p(pred) by "
-             f"{row['morf_cam']:.3f}, its ROAD score is {row['road_cam']:+.3f} against {row['road_random']:+.3f} for "
-             "random maps of the same smoothness: "
-             + ("the highlighted region is what drives this wrong decision." if row['road_faithful']
-                else "the map does not single out what drives the decision."))
-    heavy = [f"{k.replace('_', ' ')} ({h:.0%} of the heat on {a:.0%} of the area)"
-             for k, h, a in _regions(row) if a and h/a >= over]
-    if heavy:
-        s.append("Heat is over-weighted on the " + ', '.join(heavy)
-                 + ", a sign of relying on that structure rather than the defect.")
+    s = [f"{'Correctly predicted' if ok else 'Predicted'} {row['pred']} with p={row['prob']:.2f} ({', '.join(meta)})."]
+    if row['map_empty']: return s[0] + f" The map of {row['pred']} is empty: no positive evidence for it at the layer."
+    if pd.isna(row.get('heat_defect_dark')):                          # not a solar cell: plain regions
+        return s[0] + (f" The heat peak lies at ({row['peak_row']:.2f}, {row['peak_col']:.2f}); "
+                       f"{row['heat_edges']:.0%} of the heat is near the image's edges.")
+    s.append(f"The heat peak lies {_peak(row)}; {_shares(row)}.")
+    if row['peak_on'] != 'dark region':
+        s.append(f"The darkest defect-like region is {_dark(row)}." if _dark(row) else
+                 f"Outside busbars and edges the cell has no dark region of at least 0.2% of its area "
+                 f"({row['area_defect_dark']:.1%} scattered dark pixels).")
     return ' '.join(s)
+
+# %% ../nbs/06_report.ipynb #5399fe3c
+def _label_sentence(row)->str:
+    "How certain the label is and how confident the wrong prediction was."
+    conf = "with high confidence" if row['prob'] >= .8 else "close to the decision boundary"
+    if not _level(row):
+        return f"The model predicted {row['pred']} {conf} (p={row['prob']:.2f}) for a {row['label']} image."
+    if is_ambiguous(row['proba']):
+        return (f"The experts themselves gave this cell a defect probability of {_level(row)}, so the label "
+                f"{row['label']} is uncertain and the prediction {row['pred']} (p={row['prob']:.2f}, {conf}) is as "
+                "much a borderline call as an error.")
+    return (f"The experts were certain (defect probability {_level(row)}), so predicting {row['pred']} {conf} "
+            f"(p={row['prob']:.2f}) is a genuine model failure.")
+
+MIN_DROP = 0.05 # a drop of p(pred) below this, removing the map's top pixels, counts as barely changing the decision
+
+def _road_sentence(row)->str:
+    "What removing the map's most relevant pixels does to the prediction, against random maps (ROAD)."
+    nums = (f"removing the pixels the map ranks highest changes p({row['pred']}) by {-row['morf_cam']:+.2f} "
+            f"(ROAD {row['road_cam']:+.3f} against {row['road_random']:+.3f} for random maps)")
+    if row['morf_cam'] < MIN_DROP:
+        how = ("barely a change" if row['morf_cam'] > -MIN_DROP else
+               f"so the area speaks against {row['pred']}, not for it")
+        return f"The highlighted area is not what decides: {nums}, {how}."
+    if row['road_faithful']:
+        return f"The map is faithful here: {nums}, so the highlighted area does drive this decision."
+    return (f"The map is not faithful here: {nums}, no more than chance, so it shows where the model looked, "
+            "not what decided.")
+
+def _true_map_sentence(row)->str:
+    "What the map of the true class shows: the evidence the model found for the right answer."
+    if pd.isna(row.get('true_peak_on')): return ''
+    if row['true_map_empty']:
+        return f"The map of the true class, {row['label']}, is empty: the model found no evidence for it."
+    return (f"The map of the true class, {row['label']}, peaks {_peak(row, 'true_')} and puts "
+            f"{row['true_heat_defect_dark']:.0%} of its heat on defect-like dark pixels.")
+
+def _neighbour_sentence(row)->str:
+    "The nearest training cells in the model's feature space, their labels and what they say about this error."
+    if pd.isna(row.get('nn_labels')): return ''
+    labels = str(row['nn_labels']).split(';')
+    proba = str(row['nn_proba']).split(';') if not pd.isna(row.get('nn_proba', np.nan)) else [''] * len(labels)
+    nb = ', '.join(f"{l}" + (f" ({p})" if p else '') for l, p in zip(labels, proba))
+    same = row['nn_same_pred_share']
+    why = ("it looks like training cells of the predicted class, a look-alike error" if same > .5 else
+           "the closest training cells carry the true label, so this is not a look-alike of the other class")
+    return (f"Its {len(labels)} nearest training cells in the model's feature space (mean cosine similarity "
+            f"{row['nn_sim']:.2f}) are {nb}, {same:.0%} labelled {row['pred']}: {why}.")
+
+def _heat_sentence(row, pos:str)->str:
+    "What lies under the heat of a wrong prediction and the cell's darkest defect-like region, read against the error."
+    if row['map_empty']: return f"The map of {row['pred']} is empty: no positive evidence at the layer."
+    if pd.isna(row.get('heat_defect_dark')):
+        return f"The heat peak lies at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
+    s = f"The heat for {row['pred']} peaks {_peak(row)}; {_shares(row)}"
+    if row['pred'] == pos and row['peak_on'] in ('busbar', 'edge'):
+        s += f", so the evidence for {row['pred']} sits on a structure every cell has"
+    if row['peak_on'] != 'dark region':
+        s += (f"; the cell's darkest defect-like region is {_dark(row)}" if _dark(row) else
+              "; the cell has no defect-like dark region" + (", nothing that looks like a defect at this scale"
+                                                             if row['pred'] == pos else ''))
+    return s + '.'
+
+# %% ../nbs/06_report.ipynb #6a8c35f0
+def case_analysis(row, # a misclassified row of gradcam_cases.csv
+                  pos:str=None, # the positive (defect) class; default `positive_class` of the row's two classes
+                 )->str:
+    "An error's analysis from its own facts: label, confidence, heat, true-class map, faithfulness, neighbours."
+    pos = positive_class(sorted({row['label'], row['pred']})) if pos is None else pos
+    parts = [_label_sentence(row), _heat_sentence(row, pos), _true_map_sentence(row)]
+    if not row['map_empty']: parts.append(_road_sentence(row))
+    return ' '.join(p for p in parts + [_neighbour_sentence(row)] if p)
 
 # %% ../nbs/06_report.ipynb #e58fdcbc
 def error_tables(res:dict, out:Path)->dict:
@@ -405,25 +476,51 @@ def error_tables(res:dict, out:Path)->dict:
     if 'cell_type' in tp: tabs['cell type'] = slice_metrics(tp, tp.label, pred, 'cell_type')
     return tabs
 
-# %% ../nbs/06_report.ipynb #91c573c2
+# %% ../nbs/06_report.ipynb #0051e633
+def _layer_sentence(g:dict)->str:
+    "The layer choice from the per-layer evidence."
+    if not g.get('layers'): return ''
+    each = '; '.join(f"{l['layer']} {l['grid_h']}x{l['grid_w']} ({l['cell_px']:.0f} px per map cell): ROAD "
+                     f"{l['road_cam']:+.3f} against {l['road_random']:+.3f} for random maps, better in "
+                     f"{l['cam_wins']} of {l['n_cases']}" for l in g['layers'])
+    return (f"Grad-CAM was computed on the layer {g['layer']}, chosen among the last stages by measured evidence "
+            f"({each}) with the rule: {LAYER_RULE}.")
+
+def _reliance_sentence(g:dict)->str:
+    "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
+    if g.get('heat_by_design') is None: return ''
+    bd, dd = g['heat_by_design'] / g['area_by_design'], g['heat_defect_dark'] / max(g['area_defect_dark'], 1e-9)
+    n_dark = g['peak_on'].get('dark region', 0) + g['peak_on'].get('dark spot', 0)
+    n_design = g['peak_on'].get('busbar', 0) + g['peak_on'].get('edge', 0)
+    verdict = ("per unit of area the maps weigh these dark-by-design structures more than defect-like pixels, a "
+               "sign of reliance on busbars and edges" if bd > max(dd, 1) else
+               "per unit of area the maps weigh defect-like dark pixels more than busbars and edges" if dd > max(bd, 1)
+               else "per unit of area neither gets more than its share")
+    return (f"Across the {g['n_cases']} explained cells, {g['heat_by_design']:.0%} of the heat lies on busbars and "
+            f"edges ({g['area_by_design']:.0%} of the area, {bd:.1f}x its share) against "
+            f"{g['heat_defect_dark']:.0%} on defect-like dark pixels ({g['area_defect_dark']:.1%} of the area, "
+            f"{dd:.1f}x), and the heat peak falls on a dark defect-like region in {n_dark} of the {g['n_cases']} "
+            f"cases and on a busbar or edge in {n_design}: {verdict}.")
+
+
+# %% ../nbs/06_report.ipynb #ae37efdb
 def gradcam_text(res:dict, out:Path)->str:
-    "Grad-CAM observations: cases, error kinds, faithfulness, where heat concentrates, error patterns by metadata."
+    "Grad-CAM observations: layer choice, faithfulness, reliance on busbars and edges, limits, errors by metadata."
     g = res['gradcam']; r = g['road']
     kinds = ', '.join(f"{n} {k}" for k, n in g['error_kinds'].items())
-    p1 = (f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified "
-          f"({kinds or 'none'}). ROAD (remove the most or the least relevant pixels, fill them in from their "
-          f"neighbours) scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random "
-          f"maps of the same smoothness; Grad-CAM is better in {r['cam_wins']} of {r['n_cases']} cases "
-          f"(sign test p = {r['sign_p']:.3f}): "
-          + ("the maps point at evidence the model actually uses." if g['faithful']
-             else "that is not enough to call the maps more faithful than chance here, so read them with care."))
-    heat = sorted(g['heat'].items(), key=lambda kv: -kv[1]['ratio'])
-    if heat and heat[0][1]['ratio'] < 1.1:
-        p1 += " The heat is spread in proportion to area: no region gets more than 1.1x its area share."
-    elif heat:
-        k, h = heat[0]
-        p1 += (f" Heat concentrates on the {k.replace('_', ' ')} ({h['heat']:.0%} of the heat on {h['area']:.0%} "
-               f"of the area, {h['ratio']:.1f}x).")
+    p1 = ' '.join(s for s in [
+        _layer_sentence(g),
+        f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified "
+        f"({kinds or 'none'}).",
+        f"ROAD (remove the most or the least relevant pixels, fill them in from their neighbours) scores the maps "
+        f"{r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps of the same smoothness; "
+        f"Grad-CAM is better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
+        + ("the maps point at evidence the model actually uses." if g['faithful']
+           else "that is not enough to call the maps more faithful than chance here, so read them with care."),
+        _reliance_sentence(g),
+        (f"Limits: a map cell covers {g['cell_px']:.0f} px of the {g['cell_px'] * g['map_grid']:.0f} px input, while a "
+         f"crack is a few pixels wide, and {g['n_cases']} cases illustrate rather than measure."
+         if g.get('cell_px') else '')] if s)
     tabs, parts = error_tables(res, out), []
     if 'expert probability' in tabs:
         e = tabs['expert probability']

@@ -24,8 +24,9 @@ from sklearn.metrics import f1_score
 from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, convergence_facts, plot_curves,
                                 plot_sweep,
                                 plot_confusions, plot_metric_bars)
-from .models import create_model
-from .gradcam import grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary
+from .models import cam_layers, create_model
+from .gradcam import (grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary,
+                               layer_evidence, choose_layer, pooled_features, nearest_cases, GRADCAM_LAYERS)
 
 # %% auto #0
 __all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'FACTS_FORMAT', 'StudyConfig', 'run_configs',
@@ -354,32 +355,55 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
                   cases:pd.DataFrame, # `select_cases` result
                   df:pd.DataFrame, # split table
                   figdir:Path, # where the case figures go
+                  k:int=3, # nearest training images per case
                  )->pd.DataFrame:
-    "`cases` with their heat facts, faithfulness numbers and a figure file per case."
+    "`cases` with EL facts, ROAD, true-class map facts and nearest training images; the layer evidence in `attrs`."
     model, meta = load_checkpoint(best_checkpoint(run_dir))
     dls = get_dls(df, size=meta['size'], bs=len(cases), mean=meta['mean'], std=meta['std'], augs=meta['config']['augs'],
                   device='cpu')
-    x = dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()[0]
-    x = torch.as_tensor(x).cpu()
-    target = torch.tensor([meta['classes'].index(p) for p in cases.pred])
-    cams = grad_cam(model, x, target=target)
+    x = torch.as_tensor(dls.test_dl(cases.reset_index(drop=True), with_labels=True, bs=len(cases)).one_batch()[0]).cpu()
+    pred, true = (torch.tensor([meta['classes'].index(c) for c in cases[col]]) for col in ('pred', 'label'))
+    layers, per = layer_evidence(model, x, pred)
+    name = choose_layer(layers)
+    layer, cams, err = cam_layers(model)[name], per[name][0], (cases.label != cases.pred).to_numpy()
+    tcams = [t if e else None for t, e in zip(grad_cam(model, x, layer, true), err)]
     files = [f"case_{i+1:02d}_{k.split(' (')[0].replace(' ', '_')}.png" for i, k in enumerate(cases.kind)]
     for i, f in enumerate(files):
-        cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f)
-    cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png'); plt.close('all')
-    return case_facts(cams, x, cases).assign(figure=files, **road_check(model, x, cams, target=target))
+        cam_figure(cases.iloc[[i]], x[i:i+1], cams[i:i+1], meta['mean'], meta['std'], save_to=figdir/f,
+                   true_cams=tcams[i:i+1])
+    cam_figure(cases, x, cams, meta['mean'], meta['std'], save_to=figdir/'all_cases.png', true_cams=tcams)
+    plt.close('all')
+    train = df[df.split == 'train'].reset_index(drop=True)
+    near = nearest_cases(pooled_features(model, [x]), pooled_features(model, dls.test_dl(train, bs=64)), train,
+                         cases.pred.tolist(), k).set_index(cases.index)
+    grid = int(layers.set_index('layer').grid_h[name])
+    res = case_facts(cams, x, cases, meta['mean'], meta['std'], radius=0.5 / grid, true_cams=tcams).assign(
+        figure=files, layer=name, **road_check(model, x, cams, target=pred, layer=layer), **near.to_dict('series'))
+    res.attrs['layers'] = layers.assign(chosen=layers.layer == name)
+    return res
 
 # %% ../nbs/05_study.ipynb #b2f6602e
-def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result
+def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result (its layer evidence in `attrs['layers']`)
                     run:str, # the explained run
                    )->dict:
-    "Facts of the explained cases for study.json: counts, error kinds, faithfulness, where the heat lies."
-    err = cases[cases.label != cases.pred]
-    road = road_summary(cases)
+    "Facts of the explained cases for study.json: counts, error kinds, layer choice, faithfulness, where the heat lies."
+    err, lit = cases[cases.label != cases.pred], cases[~cases.map_empty.astype(bool)]
+    road, layers = road_summary(cases), cases.attrs.get('layers', pd.DataFrame())
+    cells = 'heat_defect_dark' in lit and lit.heat_defect_dark.notna().any()   # EL cells: busbars, defect-like dark
+    def mean(s): return float(s.mean()) if cells else None
     return dict(run=run, n_cases=len(cases), n_errors=len(err),
                 error_kinds={k: int(v) for k, v in err.kind.value_counts().items()}, road=road,
                 faithful=road['faithful'], empty_maps=int(cases.map_empty.sum()),
-                heat=heat_summary(cases).to_dict('index'))
+                heat=heat_summary(cases).to_dict('index'),
+                layer=cases.layer.iloc[0] if 'layer' in cases else None,
+                layers=layers.to_dict('records'),
+                map_grid=int(layers.grid_h[layers.chosen].iloc[0]) if len(layers) else None,
+                cell_px=float(layers.cell_px[layers.chosen].iloc[0]) if len(layers) else None,
+                heat_by_design=mean(lit.heat_busbars + lit.heat_edges),
+                area_by_design=mean(lit.area_busbars + lit.area_edges),
+                heat_defect_dark=mean(lit.heat_defect_dark), area_defect_dark=mean(lit.area_defect_dark),
+                peak_on={k: int(v) for k, v in cases.peak_on.value_counts().items()} if 'peak_on' in cases else {},
+                n_errors_faithful=int(err.road_faithful.sum()))
 
 # %% ../nbs/05_study.ipynb #1b2272a0
 @functools.lru_cache(maxsize=None)
@@ -464,6 +488,7 @@ def _explain(sc:StudyConfig, df:pd.DataFrame, preds:dict, out:Path)->pd.DataFram
     cases = explain_cases(out/sc.explain, cases, df, out/'figures'/'gradcam')
     write_csv(cases.drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'), out/GRADCAM_CASES,
               index=False)
+    write_csv(cases.attrs['layers'], out/GRADCAM_LAYERS, index=False)
     return cases
 
 def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
