@@ -4,21 +4,14 @@ Prints milliseconds per image (median of repeats after a warm-up; the two altern
 hits both alike) for both and the ratio ours/theirs.
 Usage: python bench/gradcam_speed.py [--size 224] [--batch 32] [--arch tf_efficientnet_lite0] [--repeats 5]
 """
-import argparse, statistics, time
+import argparse
 import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from tl_fastai.gradcam import grad_cam, eval_logits
 from tl_fastai.models import cam_layer, create_model
 
-def timed(fns:dict, repeats:int)->dict:
-    "Median wall time in seconds of each function over `repeats` runs, after one warm-up each; runs alternate."
-    for fn in fns.values(): fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter(); fn(); times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+from timing import timed
 
 def measure(arch:str, size:int, batch:int, repeats:int, device:str)->dict:
     "Median ms per image of our Grad-CAM and pytorch-grad-cam on `batch` random images (same model, layer, targets)."

@@ -11,7 +11,7 @@ On a CPU shared with other work, pass --threads 1: torch's two spinning threads 
 busy (a 64 px Lite0 batch of one took 2.2 s with 2 threads against 75 ms with 1 on a loaded 2-core machine).
 Usage: python bench/predict_speed.py [--out STUDY] [--size 160] [--images 256] [--bs 64] [--repeats 3] [--threads N]
 """
-import argparse, statistics, tempfile, time
+import argparse, tempfile
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -21,14 +21,7 @@ from tl_fastai.data import elpv_table
 from tl_fastai.predict import Predictor, ProbabilityModel, export_onnx
 from tl_fastai.study import StudyConfig, run_study
 
-def timed(fns:dict, repeats:int)->dict:
-    "Median wall seconds of each function over `repeats` runs after one warm-up each; runs alternate."
-    for fn in fns.values(): fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter(); fn(); times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+from timing import timed
 
 def plain_loop(model, files:list, size:int, px:int, mean, std, bs:int)->np.ndarray:
     "Probabilities the usual way: PIL, torchvision transforms, batches of `bs`, `torch.inference_mode`."

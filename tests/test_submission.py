@@ -96,3 +96,9 @@ def test_zip_runs_anywhere(tmp_path):
     known = stored_numbers(unz/'saved_models')
     unknown = sorted({n for n in NUMBER.findall(prose) if n not in known})
     assert not unknown, f"numbers in the prose that no stored fact gives: {unknown}"
+
+    from tl_fastai.data import elpv_table
+    from tl_fastai.predict import Predictor
+    cells = elpv_table().path.iloc[:2].tolist()
+    got = Predictor(unz/'saved_models').predict(cells)                     # the unzipped submission's one checkpoint a run
+    assert len(got) == 2 and ((got.prob_defective + got.prob_functional - 1).abs() < 1e-5).all()

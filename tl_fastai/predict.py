@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_predict.ipynb #1f1e2bf8
 from __future__ import annotations
-import glob, io, json, os, sys, tempfile, time, warnings
+import glob, io, json, os, sys, tempfile, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from fastai.data.transforms import get_image_files, image_extensions
 from fastai.torch_core import default_device
 from fastai.vision.core import TensorImage
 from fastcore.basics import patch
-from .core import BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, atomic_write, read_json, write_csv
+from .core import BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, atomic_write, best_checkpoint, read_json, write_csv
 from .data import get_dls, load_source, read_split
 from .train import load_checkpoint
 from .evaluate import flips, predict
@@ -115,7 +115,7 @@ class Predictor:
         self.runs, self.tta = model_members(self.name, res)
         self.device, self.bs = torch.device(default_device() if device is None else device), bs
         self.classes, self.dataset = res['data']['classes'], res['config']['dataset']
-        loaded = [load_checkpoint(self.out/r/BEST_CKPT, classes=self.classes, device=self.device) for r in self.runs]
+        loaded = [load_checkpoint(best_checkpoint(self.out/r), classes=self.classes, device=self.device) for r in self.runs]
         self.models = [m.to(memory_format=torch.channels_last) for m, _ in loaded]
         self.metas = [meta for _, meta in loaded]
         prep = {(m['size'], tuple(m['mean']), tuple(m['std']), json.dumps(m['config']['augs'])) for m in self.metas}
