@@ -73,6 +73,12 @@ def split_table(res:dict)->pd.DataFrame:
 # %% ../nbs/06_report.ipynb #5ea2aa78
 def _is_elpv2(res:dict)->bool: return res['config']['dataset'] == 'elpv' and res['data']['n_classes'] == 2
 
+def _pct(x:float)->str: return f"{100*x:.1f}%"
+
+def _fmt_p(p:float)->str:
+    "A p-value for text: three decimals, or '< 0.001'."
+    return '< 0.001' if p < 0.001 else f'= {p:.3f}'
+
 LEVERS = dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
                                  plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677))
 
@@ -125,12 +131,6 @@ def plot_tensorboard(out:Path, # study folder
     plot_curves({n: tensorboard_history(Path(out)/n) for n in names})
 
 # %% ../nbs/06_report.ipynb #37bf16b8
-def _pct(x:float)->str: return f"{100*x:.1f}%"
-
-def _fmt_p(p:float)->str:
-    "A p-value for text: three decimals, or '< 0.001'."
-    return '< 0.001' if p < 0.001 else f'= {p:.3f}'
-
 def _after_best(f:dict)->str:
     "What the epochs after the best one did: still rising at the end, over-fitting, or no better."
     if f['improving_at_end']:
