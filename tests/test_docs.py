@@ -78,7 +78,7 @@ def site_problems(browser, site:Path) -> list:
             if u.scheme != 'file': continue                            # external sites are not part of this check
             target = Path(unquote(u.path))
             tname = target.name.replace('.probe-', '')
-            if not target.exists() and not (site/tname).exists():
+            if target.parent.resolve() != site.resolve() or not (site/tname).exists():   # outside the site, or missing
                 probs.append(f'{name}: link to missing {tname}')
                 continue
             if u.fragment and tname in seen and u.fragment not in seen[tname]['ids']:

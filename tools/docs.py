@@ -108,6 +108,7 @@ def _doc_prefixes():
 def _relative_links(s:str, prefixes) -> str:
     "Links to this project's docs made relative; links to its notebooks point at their pages"
     for p in prefixes: s = s.replace(p, '')
+    s = re.sub(r'href="/([\w-]+\.html)', r'href="\1', s)                 # no doc host: root-relative page links
     nbs = get_config().nbs_path.relative_to(ROOT).as_posix()
     s = re.sub(rf'(src="|href="|\]\()(?:\./)?{re.escape(nbs)}/', r'\1', s)   # the README's paths (from the root)
     s = re.sub(r'(href="|\]\()(?:\./)?(\d+[a-z]?_)?([\w-]+)\.ipynb', lambda m: f'{m[1]}{m[3]}.html', s)
