@@ -272,7 +272,7 @@ def default_augs(spec:str='elpv', # dataset spec: ELPV gets its own augmentation
                 )->dict:
     "Keyword arguments of `aug_transforms` that suit the dataset."
     if parse_spec(spec)[0] in ('elpv', 'elpv4'):
-        return dict(do_flip=True, flip_vert=True, max_rotate=0., max_zoom=1.05, max_lighting=0.3, max_warp=0.)
+        return dict(do_flip=True, flip_vert=False, max_rotate=0., max_zoom=1.05, max_lighting=0.3, max_warp=0.)
     return {}
 
 # %% ../nbs/00_data.ipynb #0fc8850b
