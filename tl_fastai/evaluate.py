@@ -38,7 +38,7 @@ def _device(model:torch.nn.Module) -> torch.device:
 def flips(x:torch.Tensor, # (B, C, H, W) images
           n:int=4, # 1: the images; 4: also flipped left-right, up-down and both; 8: the whole dihedral group
          )->list:
-    "`n` views of a batch under the flips (and, for 8, the 90-degree rotations) that training augments with."
+    "`n` views of a batch: as it is, flipped left-right, up-down and both (4), and for 8 also the 90-degree rotations."
     if n == 1: return [x]
     views = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
     return views + [v.transpose(2, 3) for v in views] if n == 8 else views

@@ -11,6 +11,7 @@ import numpy as np, pandas as pd, torch, timm
 from .core import (ALPHA, BASELINE, GRADCAM_CASES, HISTORY, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
                             is_ambiguous, is_variant, proba_level, best_checkpoint, positive_class)
 from .train import TB_TAGS, load_checkpoint
+from .data import default_augs
 from .models import count_macs
 from .evaluate import FIT_TOL, error_by_expert_proba, slice_metrics, plot_curves
 from .gradcam import LAYER_RULE
@@ -18,12 +19,12 @@ from .study import runs_table
 
 # %% auto #0
 __all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES', 'history',
-           'variant_names', 'config_table', 'data_table', 'split_table', 'imbalance_text', 'timeline_table',
-           'load_run_model', 'tensorboard_history', 'plot_tensorboard', 'fit_text', 'compare_text', 'noise_text',
-           'seed_clause', 'reference_text', 'baseline_text', 'lr_text', 'strategy_text', 'sweep_rationale', 'plan_text',
-           'targets_text', 'tuning_text', 'models_table', 'best_text', 'scratch_text', 'case_caption', 'case_analysis',
-           'error_tables', 'gradcam_text', 'class_recalls', 'comparison_text', 'next_steps', 'conclusion_text',
-           'repro_text', 'model_choice_table']
+           'variant_names', 'config_table', 'data_table', 'split_table', 'seed_spread', 'imbalance_text',
+           'augmentation_text', 'timeline_table', 'load_run_model', 'tensorboard_history', 'plot_tensorboard',
+           'fit_text', 'compare_text', 'noise_text', 'seed_clause', 'reference_text', 'baseline_text', 'lr_text',
+           'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text', 'models_table', 'best_text',
+           'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
+           'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
 
 # %% ../nbs/06_report.ipynb #481a99b5
 def history(out:Path, # study folder
@@ -80,7 +81,20 @@ def _fmt_p(p:float)->str:
     return '< 0.001' if p < 0.001 else f'= {p:.3f}'
 
 LEVERS = dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
-                                 plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677))
+                                 plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677),
+              turns=dict(measured='2026-12-02', machine='a 2-core CPU', seeds=(42, 1, 2), epochs=8,
+                         command="python bench/levers.py 'soft turns' 'soft turns seed 1' 'soft turns seed 2'",
+                         valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651]))
+# levers of the `cpu` recipe measured on ELPV's split (bench/levers.py): date, machine, command, accuracies
+SEED_SPREAD = dict(cpu=dict(seeds=(42, 1, 2), epochs=8, measured='2026-12-02', machine='a 2-core CPU',
+                           command="python bench/levers.py soft 'soft seed 1' 'soft seed 2'",
+                           valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651]))
+# preset -> its baseline recipe trained with several seeds on ELPV's split (bench/levers.py): date, machine, accuracies
+
+def seed_spread(res:dict)->dict|None:
+    "The stored seed-spread measurement of this study's recipe (ELPV's two classes, its preset and epochs), else None."
+    m = SEED_SPREAD.get(res['config']['preset']) if _is_elpv2(res) else None
+    return m if m and m['epochs'] == res['runs'][BASELINE]['config']['epochs'] else None
 
 def imbalance_text(res:dict)->str:
     "The class balance, and how the study handles it (macro F1 picks epochs; the measured class-weight lever)."
@@ -90,9 +104,27 @@ def imbalance_text(res:dict)->str:
          f"macro F1, which weighs the {lo} class as much as the {hi} one, and the test report gives per-class recall.")
     if _is_elpv2(res) and res['config']['preset'] == 'cpu':
         w = LEVERS['class_weights']
-        s += (f" The loss is not re-weighted: with this recipe a class-weighted loss reached "
+        s += (f" The loss is not re-weighted: trained on hard labels, a class-weighted loss reached "
               f"{_pct(w['weighted_valid_accuracy'])} validation accuracy against {_pct(w['plain_valid_accuracy'])} "
-              f"without (measured {w['measured']} on {w['machine']}, `{w['command']}`).")
+              f"unweighted (measured {w['measured']} on {w['machine']}, `{w['command']}`).")
+    return s
+
+# %% ../nbs/06_report.ipynb #5c53e075
+def augmentation_text(res:dict)->str:
+    "The training augmentation, from `default_augs`, and for ELPV's cpu recipe the measured lever that left out 90° turns."
+    a = default_augs(res['config']['dataset'])
+    if not a: return "**Augmentation.** fastai's defaults for photographs: flips, small rotations, zoom, warp and lighting."
+    s = (f"**Augmentation.** {'Flips and 90° turns' if a['flip_vert'] else 'Horizontal flips'}, a zoom of up to "
+         f"{a['max_zoom']:g}×, brightness and contrast changes up to {a['max_lighting']:.0%} (EL exposure "
+         "varies between cameras); no colour changes and no free rotation or warping, which can make a crack look like "
+         "another defect.")
+    m, t = seed_spread(res), LEVERS['turns']
+    if m and (m['seeds'], m['epochs']) == (t['seeds'], t['epochs']) and not a['flip_vert']:
+        rng = lambda v: f"{_pct(min(v))}–{_pct(max(v))}"
+        s += (f" 90° turns are left out: they make cells with vertical busbars, which ELPV does not contain, and with them "
+              f"this recipe reached {rng(t['valid_accuracy'])} validation accuracy over seeds "
+              f"{', '.join(map(str, t['seeds']))} against {rng(m['valid_accuracy'])} without (measured {t['measured']} on "
+              f"{t['machine']}).")
     return s
 
 # %% ../nbs/06_report.ipynb #d69f4c62
@@ -165,18 +197,14 @@ def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`
             f"{'significant' if c['significant'] else 'not significant'} at {c['alpha']:g}.")
 
 # %% ../nbs/06_report.ipynb #4a05ed50
-SEED_SPREAD = dict(cpu=dict(seeds=(42, 1, 2), measured='2026-12-02', machine='a 2-core CPU',
-                           command="python bench/levers.py soft 'soft seed 1' 'soft seed 2'",
-                           valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651]))
-# preset -> its baseline recipe trained with several seeds on ELPV's split (bench/levers.py): date, machine, accuracies
-
 def noise_text(res:dict, # study.json content
                diff:float|None=None, # a difference of test accuracy to set against the seed spread
               )->str:
     "How much test accuracy moves with the seed alone, from the stored measurement of this preset's recipe."
-    m = SEED_SPREAD.get(res['config']['preset']) if _is_elpv2(res) else None
+    m = seed_spread(res)
     if not m:
-        return ("Every run trained once, with one seed, and this preset's seed-to-seed spread has not been measured: "
+        return ("Every run trained once, with one seed, and the seed-to-seed spread of this recipe (its preset and epochs) "
+                "has not been measured: "
                 "a difference inside the bootstrap intervals may be the seed's.")
     t, v = m['test_accuracy'], m['valid_accuracy']
     spread = max(t) - min(t)
@@ -189,7 +217,7 @@ def seed_clause(res:dict, # study.json content
                 diff:float, # a difference of test accuracy
                )->str:
     "One sentence setting a difference against the measured seed spread (empty where it was not measured)."
-    m = SEED_SPREAD.get(res['config']['preset']) if _is_elpv2(res) else None
+    m = seed_spread(res)
     if not m: return ''
     spread = max(m['test_accuracy']) - min(m['test_accuracy'])
     return f"This difference, {100*abs(diff):.1f} pts, is {'larger than' if abs(diff) > spread else 'within'} that spread."
@@ -355,83 +383,76 @@ def _level(row)->str|None:
     k = proba_level(row['proba']) if 'proba' in row else -1
     return list(PROBA_LEVELS)[k] if k >= 0 else None
 
-DARK_WORDS = {'line': 'a crack-like dark line', 'patch': 'a dark patch (as an inactive or disconnected area looks)'}
-PEAK_WORDS = {'busbar': 'on a busbar (dark by design)', 'edge': "on the cell's edge (dark by design)",
-              'dark spot': 'on a small defect-like dark spot', 'silicon': 'on bright, intact-looking silicon'}
+DARK_WORDS = {'line': 'a crack-like dark line', 'patch': 'a dark patch'}
+PEAK_WORDS = {'busbar': 'on a busbar', 'edge': "on the cell's edge", 'dark spot': 'on a small dark spot',
+              'silicon': 'on bright silicon'}
 
 def _dark(row)->str|None:
-    "The cell's darkest defect-like region in words, with its size and darkness; None when it has none."
+    "The cell's darkest defect-like region in words, with its place, size and darkness; None when it has none."
     if pd.isna(row.get('dark_area')) or row['dark_area'] <= 0: return None
-    return (f"{DARK_WORDS[row['dark_shape']]} in the {row['dark_where']} covering {row['dark_area']:.1%} of the cell "
-            f"(at {row['dark_contrast']:.0%} of its median brightness)")
+    return (f"{DARK_WORDS[row['dark_shape']]} ({row['dark_where']}, {row['dark_area']:.1%} of the cell, "
+            f"{row['dark_contrast']:.0%} of its median brightness)")
 
 def _peak(row, p:str='')->str:
     "Where the peak of the map (prefix `p`: 'true_' for the true class's map) lies, in EL words."
     on = row[p + 'peak_on']
     if on != 'dark region': return PEAK_WORDS[on]
-    return "on the cell's darkest defect-like region" + ('' if p else f", {_dark(row)}")
+    return "on the darkest defect-like region" + ('' if p else f", {_dark(row)}")
 
 def _shares(row, p:str='')->str:
     "The map's heat on busbars, edges and defect-like dark pixels, in words."
-    return (f"{row[p + 'heat_busbars']:.0%} of the heat is on busbars, {row[p + 'heat_edges']:.0%} on the edges and "
-            f"{row[p + 'heat_defect_dark']:.0%} on defect-like dark pixels ({row['area_defect_dark']:.1%} of the cell)")
+    return (f"heat on busbars {row[p + 'heat_busbars']:.0%}, edges {row[p + 'heat_edges']:.0%}, dark defect-like "
+            f"pixels {row[p + 'heat_defect_dark']:.0%} ({row['area_defect_dark']:.1%} of the cell)")
 
 # %% ../nbs/06_report.ipynb #5bbf5711
 def case_caption(row, # a row of gradcam_cases.csv
                 )->str:
     "Caption of a case from its facts: prediction, expert label, and what lies under the heat in EL terms."
     ok = row['label'] == row['pred']
-    meta = [f"true {row['label']}" + (f", p(true)={row['p_true']:.2f}" if not ok and 'p_true' in row else '')]
+    meta = [] if ok else [f"true {row['label']}" + (f", p(true)={row['p_true']:.2f}" if 'p_true' in row else '')]
     if _level(row): meta.append(f"expert probability {_level(row)}")
     if 'cell_type' in row: meta.append(str(row['cell_type']))
     if row.get('source', 'test') != 'test': meta.append(f"{row['source']} image")
-    s = [f"{'Correctly predicted' if ok else 'Predicted'} {row['pred']} with p={row['prob']:.2f} ({', '.join(meta)})."]
+    s = [f"{'Correct' if ok else 'Wrong'}: {row['pred']}, p={row['prob']:.2f}" + (f" ({', '.join(meta)})." if meta else '.')]
     if row['map_empty']: return s[0] + f" The map of {row['pred']} is empty: no positive evidence for it at the layer."
     if pd.isna(row.get('heat_defect_dark')):                          # not a solar cell: plain regions
-        return s[0] + (f" The heat peak lies at ({row['peak_row']:.2f}, {row['peak_col']:.2f}); "
-                       f"{row['heat_edges']:.0%} of the heat is near the image's edges.")
-    s.append(f"The heat peak lies {_peak(row)}; {_shares(row)}.")
+        return s[0] + (f" Peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f}); "
+                       f"{row['heat_edges']:.0%} of the heat near the image's edges.")
+    s.append(f"Peak {_peak(row)}; {_shares(row)}.")
     if row['peak_on'] != 'dark region':
-        s.append(f"The darkest defect-like region is {_dark(row)}." if _dark(row) else
-                 f"Outside busbars and edges the cell has no dark region of at least 0.2% of its area "
-                 f"({row['area_defect_dark']:.1%} scattered dark pixels).")
+        s.append(f"Darkest defect-like region: {_dark(row)}." if _dark(row) else
+                 f"No dark region of 0.2% of the cell or more outside busbars and edges.")
     return ' '.join(s)
 
 # %% ../nbs/06_report.ipynb #5399fe3c
 def _label_sentence(row)->str:
     "How certain the label is and how confident the wrong prediction was."
-    conf = "with high confidence" if row['prob'] >= .8 else "close to the decision boundary"
-    if not _level(row):
-        return f"The model predicted {row['pred']} {conf} (p={row['prob']:.2f}) for a {row['label']} image."
+    conf = "high confidence" if row['prob'] >= .8 else "near the decision boundary"
+    if not _level(row): return f"{row['pred'].capitalize()} at p={row['prob']:.2f} ({conf}) for a {row['label']} image."
     if is_ambiguous(row['proba']):
-        return (f"The experts themselves gave this cell a defect probability of {_level(row)}, so the label "
-                f"{row['label']} is uncertain and the prediction {row['pred']} (p={row['prob']:.2f}, {conf}) is as "
-                "much a borderline call as an error.")
-    return (f"The experts were certain (defect probability {_level(row)}), so predicting {row['pred']} {conf} "
-            f"(p={row['prob']:.2f}) is a genuine model failure.")
+        return (f"The experts rated this cell {_level(row)}, so the label {row['label']} is uncertain: {row['pred']} at "
+                f"p={row['prob']:.2f} ({conf}) is a borderline call.")
+    return (f"Certain label (expert probability {_level(row)}): {row['pred']} at p={row['prob']:.2f} ({conf}) is a "
+            "genuine model failure.")
 
 MIN_DROP = 0.05 # a drop of p(pred) below this, removing the map's top pixels, counts as barely changing the decision
 
 def _road_sentence(row)->str:
     "What removing the map's most relevant pixels does to the prediction, against random maps (ROAD)."
-    nums = (f"removing the pixels the map ranks highest changes p({row['pred']}) by {-row['morf_cam']:+.2f} "
-            f"(ROAD {row['road_cam']:+.3f} against {row['road_random']:+.3f} for random maps)")
+    nums = (f"removing its top pixels moves p({row['pred']}) by {-row['morf_cam']:+.2f} "
+            f"(ROAD {row['road_cam']:+.3f} vs {row['road_random']:+.3f} for random maps)")
     if row['morf_cam'] < MIN_DROP:
-        how = ("barely a change" if row['morf_cam'] > -MIN_DROP else
-               f"so the area speaks against {row['pred']}, not for it")
-        return f"The highlighted area is not what decides: {nums}, {how}."
-    if row['road_faithful']:
-        return f"The map is faithful here: {nums}, so the highlighted area does drive this decision."
-    return (f"The map is not faithful here: {nums}, no more than chance, so it shows where the model looked, "
-            "not what decided.")
+        how = "barely a change" if row['morf_cam'] > -MIN_DROP else f"evidence against {row['pred']}, not for it"
+        return f"Not what decides: {nums}, {how}."
+    if row['road_faithful']: return f"Faithful: {nums}, so this area drives the decision."
+    return f"Not faithful: {nums}, no better than chance: it shows where the model looked, not what decided."
 
 def _true_map_sentence(row)->str:
     "What the map of the true class shows: the evidence the model found for the right answer."
     if pd.isna(row.get('true_peak_on')): return ''
-    if row['true_map_empty']:
-        return f"The map of the true class, {row['label']}, is empty: the model found no evidence for it."
-    return (f"The map of the true class, {row['label']}, peaks {_peak(row, 'true_')} and puts "
-            f"{row['true_heat_defect_dark']:.0%} of its heat on defect-like dark pixels.")
+    if row['true_map_empty']: return f"The {row['label']} map is empty: no evidence for the true class."
+    return (f"The {row['label']} map peaks {_peak(row, 'true_')} ({row['true_heat_defect_dark']:.0%} of its heat on "
+            "dark defect-like pixels).")
 
 def _neighbour_sentence(row)->str:
     "The nearest training cells in the model's feature space, their labels and what they say about this error."
@@ -440,23 +461,20 @@ def _neighbour_sentence(row)->str:
     proba = str(row['nn_proba']).split(';') if not pd.isna(row.get('nn_proba', np.nan)) else [''] * len(labels)
     nb = ', '.join(f"{l}" + (f" ({p})" if p else '') for l, p in zip(labels, proba))
     same = row['nn_same_pred_share']
-    why = ("it looks like training cells of the predicted class, a look-alike error" if same > .5 else
-           "the closest training cells carry the true label, so this is not a look-alike of the other class")
-    return (f"Its {len(labels)} nearest training cells in the model's feature space (mean cosine similarity "
-            f"{row['nn_sim']:.2f}) are {nb}, {same:.0%} labelled {row['pred']}: {why}.")
+    why = "a look-alike of the predicted class" if same > .5 else "they carry the true label: not a look-alike"
+    return (f"Nearest training cells (cosine {row['nn_sim']:.2f}): {nb}; {same:.0%} labelled {row['pred']}, {why}.")
 
 def _heat_sentence(row, pos:str)->str:
     "What lies under the heat of a wrong prediction and the cell's darkest defect-like region, read against the error."
     if row['map_empty']: return f"The map of {row['pred']} is empty: no positive evidence at the layer."
     if pd.isna(row.get('heat_defect_dark')):
         return f"The heat peak lies at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
-    s = f"The heat for {row['pred']} peaks {_peak(row)}; {_shares(row)}"
-    if row['pred'] == pos and row['peak_on'] in ('busbar', 'edge'):
-        s += f", so the evidence for {row['pred']} sits on a structure every cell has"
+    s = f"The {row['pred']} map peaks {_peak(row)}"
+    if row['pred'] == pos and row['peak_on'] in ('busbar', 'edge'): s += ", a structure every cell has"
+    s += f"; {_shares(row)}"
     if row['peak_on'] != 'dark region':
-        s += (f"; the cell's darkest defect-like region is {_dark(row)}" if _dark(row) else
-              "; the cell has no defect-like dark region" + (", nothing that looks like a defect at this scale"
-                                                             if row['pred'] == pos else ''))
+        s += (f"; darkest defect-like region: {_dark(row)}" if _dark(row) else
+              "; no defect-like dark region" + (", nothing defect-like at this scale" if row['pred'] == pos else ''))
     return s + '.'
 
 # %% ../nbs/06_report.ipynb #6a8c35f0
@@ -483,11 +501,9 @@ def error_tables(res:dict, out:Path)->dict:
 def _layer_sentence(g:dict)->str:
     "The layer choice from the per-layer evidence."
     if not g.get('layers'): return ''
-    each = '; '.join(f"{l['layer']} {l['grid_h']}x{l['grid_w']} ({l['cell_px']:.0f} px per map cell): ROAD "
-                     f"{l['road_cam']:+.3f} against {l['road_random']:+.3f} for random maps, better in "
-                     f"{l['cam_wins']} of {l['n_cases']}" for l in g['layers'])
-    return (f"Grad-CAM was computed on the layer {g['layer']}, chosen among the last stages by measured evidence "
-            f"({each}) with the rule: {LAYER_RULE}.")
+    l = next(l for l in g['layers'] if l['layer'] == g['layer'])
+    return (f"The maps come from layer {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), "
+            f"chosen from the {len(g['layers'])} candidates in the table above by the rule: {LAYER_RULE}.")
 
 def _reliance_sentence(g:dict)->str:
     "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
@@ -515,11 +531,10 @@ def gradcam_text(res:dict, out:Path)->str:
         _layer_sentence(g),
         f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified "
         f"({kinds or 'none'}).",
-        f"ROAD (remove the most or the least relevant pixels, fill them in from their neighbours) scores the maps "
-        f"{r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps of the same smoothness; "
-        f"Grad-CAM is better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
+        f"ROAD scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps, better "
+        f"in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
         + ("the maps point at evidence the model actually uses." if g['faithful']
-           else "that is not enough to call the maps more faithful than chance here, so read them with care."),
+           else "not enough to call them more faithful than chance, so read them with care."),
         _reliance_sentence(g),
         (f"Limits: a map cell covers {g['cell_px']:.0f} px of the {g['cell_px'] * g['map_grid']:.0f} px input, while a "
          f"crack is a few pixels wide, and {g['n_cases']} cases illustrate rather than measure."
