@@ -4,29 +4,31 @@
 
 # %% ../nbs/09_cli.ipynb #3fe786a5
 from __future__ import annotations
-import argparse, json, sys, warnings
+import argparse, dataclasses, sys, warnings
 from pathlib import Path
 from .data import explore, summary_table
-from .study import StudyConfig, run_study
+from fastcore.docments import docments
+from .study import PRESETS, StudyConfig, run_study
 import contextlib
-from .core import NOTEBOOK, STUDY_JSON, read_json, study_lock
-from .notebook import NotebookError, build_notebook, execute_notebook
+from .core import NOTEBOOK, STUDY_JSON, InputError, UserError, check_can_write, read_json, study_lock
+from .notebook import build_notebook, execute_notebook
 from .submit import make_zip
 from .core import write_csv
-from .predict import Predictor, check_can_write, export_onnx
+from .predict import Predictor, export_onnx
 
 # %% auto #0
-__all__ = ['cmd_data', 'study_from_args', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip', 'cmd_predict', 'cmd_export',
-           'build_parser', 'main']
+__all__ = ['cmd_data', 'add_config_options', 'study_from_args', 'cmd_study', 'study_config', 'cmd_notebook', 'cmd_zip',
+           'cmd_predict', 'cmd_export', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #30ce2c15
 def cmd_data(args):
     "Explore and split a dataset: split.csv, data_stats.json and figures under --out."
-    df, stats = explore(args.dataset, args.out, seed=args.seed)
+    sc = study_from_args(args)
+    df, stats = explore(sc.dataset, sc.out, seed=sc.seed)
     print(summary_table(df).to_string())
     print(f"\n{stats['n_images']} images, {stats['n_classes']} classes, imbalance ratio {stats['imbalance_ratio']}, "
           f"{len(stats['unreadable'])} unreadable left out.")
-    out = Path(args.out)
+    out = Path(sc.out)
     print(f"Wrote {out/'split.csv'}, {out/'data_stats.json'} and {out/'figures'}/")
 
 # %% ../nbs/09_cli.ipynb #3816aaa4
@@ -39,14 +41,31 @@ def _values(s:str)->tuple:
             except ValueError: return v
     return tuple(num(v.strip()) for v in s.split(','))
 
-# %% ../nbs/09_cli.ipynb #b9605dcf
+# %% ../nbs/09_cli.ipynb #004050d7
+def _default_help(name:str, # a StudyConfig field
+                  default, # its default in StudyConfig
+                 )->str:
+    "How the field's default reads in `--help`: StudyConfig's value, or each preset's where the preset fills it."
+    if default is not None: return f"default: {','.join(map(str, default)) if isinstance(default, tuple) else default}"
+    by_preset = [f"{p} {v[name]}" for p, v in PRESETS.items() if name in v]
+    return f"default: from the preset, {', '.join(by_preset)}" if by_preset else "default: none"
+
+def add_config_options(p:argparse.ArgumentParser, # parser (or sub-command) that gets the options
+                       names:tuple|None=None, # StudyConfig fields to offer; None: all
+                      ):
+    "One option per `StudyConfig` field, with the field's docment and real default as help; left out, it is None."
+    docs = docments(StudyConfig)
+    for f in dataclasses.fields(StudyConfig):
+        if names is not None and f.name not in names: continue
+        kind, kw = f.type.split('|')[0].strip(), dict(help=f"{docs[f.name]} ({_default_help(f.name, f.default)})")
+        if kind == 'bool': kw['action'] = argparse.BooleanOptionalAction
+        else: kw['type'] = dict(int=int, float=float, tuple=_values).get(kind, str)
+        if f.name == 'preset': kw['choices'] = ['auto', *PRESETS]
+        p.add_argument('--' + f.name.replace('_', '-'), **kw)
+
 def study_from_args(args)->StudyConfig:
-    "The `StudyConfig` of `tl-fastai study`'s options; options left out come from the preset."
-    names = ('dataset', 'preset', 'arch', 'param', 'epochs', 'budget_min', 'size', 'bs', 'lr', 'lr_mult', 'soft',
-             'out', 'force', 'seed')
-    kw = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    if args.values: kw['values'] = _values(args.values)
-    return StudyConfig(**kw)
+    "The `StudyConfig` of the options given; the others keep StudyConfig's default or the preset's value."
+    return StudyConfig(**{f.name: v for f in dataclasses.fields(StudyConfig) if (v := getattr(args, f.name, None)) is not None})
 
 # %% ../nbs/09_cli.ipynb #b189484d
 def cmd_study(args):
@@ -69,7 +88,7 @@ def cmd_notebook(args):
     out = Path(args.out)
     with study_lock(out, shared=True) if out.exists() else contextlib.nullcontext(): cfg = study_config(out)
     if args.execute and not args.train and not (out/STUDY_JSON).exists():
-        raise ValueError(f"{out} holds no finished study: run `tl-fastai study --out {out}` first, "
+        raise InputError(f"{out} holds no finished study: run `tl-fastai study --out {out}` first, "
                          "or pass --train to train inside the notebook.")
     path = build_notebook(args.path or out/NOTEBOOK, args.out, cfg)
     print(f"Wrote {path}")
@@ -114,42 +133,21 @@ def build_parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='tl-fastai',
                                 description='Transfer-learning study for image classification with fastai, timm.')
     sub = p.add_subparsers(dest='command', required=True)
-    ds_help = 'elpv | elpv4 | folder:PATH | fastai:PETS | fastai:IMAGENETTE_160 (default: elpv)'
     d = sub.add_parser('data', help=cmd_data.__doc__)
-    d.add_argument('--dataset', default='elpv', help=ds_help)
-    d.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
-    d.add_argument('--seed', type=int, default=42, help='split seed, used when the split is first made (default: 42)')
+    add_config_options(d, ('dataset', 'out', 'seed'))
     d.set_defaults(func=cmd_data)
     s = sub.add_parser('study', help=cmd_study.__doc__)
-    s.add_argument('--dataset', help=ds_help)
-    s.add_argument('--preset', default='auto', choices=['auto', 'smoke', 'cpu', 'gpu'],
-                   help='auto: gpu with CUDA, else cpu (default: auto)')
-    s.add_argument('--arch', help='pretrained timm backbone (default: tf_efficientnet_lite0, offline)')
-    s.add_argument('--param', help='the swept RunConfig field (default: lr)')
-    s.add_argument('--values', help='its three values, comma-separated (default: 1e-4,1e-3,1e-2)')
-    s.add_argument('--epochs', type=int, help='total epochs of every run (default: from the preset)')
-    s.add_argument('--budget-min', type=float,
-                   help='train fewer epochs if the estimate exceeds these minutes (default: cpu preset 34)')
-    s.add_argument('--size', type=int, help='image size in px (default: from the preset)')
-    s.add_argument('--bs', type=int, help='batch size (default: from the preset)')
-    s.add_argument('--lr', type=float, help='base learning rate (default: 2e-3)')
-    s.add_argument('--lr-mult', type=float,
-                   help='the body learns at lr / lr-mult once unfrozen (default: from the preset)')
-    s.add_argument('--soft', action=argparse.BooleanOptionalAction,
-                   help="train on ELPV's expert probabilities as soft targets (default: from the preset)")
-    s.add_argument('--seed', type=int, help='split and training seed (default: 42)')
-    s.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
-    s.add_argument('--force', action='store_true', help='retrain finished runs')
+    add_config_options(s)
     s.set_defaults(func=cmd_study)
     n = sub.add_parser('notebook', help=cmd_notebook.__doc__)
-    n.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    n.add_argument('--out', default=StudyConfig.out, help=f'study folder (default: {StudyConfig.out})')
     n.add_argument('--path', help='notebook to write (default: notebook.ipynb in the study folder)')
     n.add_argument('--execute', action='store_true', help='execute it headlessly and keep the outputs')
     n.add_argument('--train', action='store_true',
                    help='with --execute and no finished study in --out: train inside the notebook')
     n.set_defaults(func=cmd_notebook)
     z = sub.add_parser('zip', help=cmd_zip.__doc__)
-    z.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    z.add_argument('--out', default=StudyConfig.out, help=f'study folder (default: {StudyConfig.out})')
     z.add_argument('--notebook', help='executed notebook (default: notebook.ipynb in the study folder)')
     z.add_argument('--zip', default='submission.zip', help='zip to write (default: submission.zip)')
     z.add_argument('--with-resume-state', action='store_true',
@@ -157,7 +155,7 @@ def build_parser()->argparse.ArgumentParser:
     z.set_defaults(func=cmd_zip)
     pr = sub.add_parser('predict', help=cmd_predict.__doc__)
     pr.add_argument('paths', nargs='+', metavar='PATH', help="image files, folders or quoted globs ('cells/*.png')")
-    pr.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    pr.add_argument('--out', default=StudyConfig.out, help=f'study folder (default: {StudyConfig.out})')
     pr.add_argument('--csv', default='predictions.csv', help='CSV to write (default: predictions.csv)')
     pr.add_argument('--model', help="a run folder of the study, 'RUN + tta4' (default: the study's best pretrained)")
     pr.add_argument('--gradcam', metavar='DIR', help='also write a Grad-CAM overlay per image and gradcam.csv here')
@@ -167,7 +165,7 @@ def build_parser()->argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
     e = sub.add_parser('export', help=cmd_export.__doc__)
     e.add_argument('--format', default='onnx', choices=['onnx'], help='file format (default: onnx)')
-    e.add_argument('--out', default='saved_models', help='study folder (default: saved_models)')
+    e.add_argument('--out', default=StudyConfig.out, help=f'study folder (default: {StudyConfig.out})')
     e.add_argument('--model', help="a run folder of the study, 'RUN + tta4' (default: the study's best pretrained)")
     e.add_argument('--path', default='model.onnx', help='file to write (default: model.onnx)')
     e.set_defaults(func=cmd_export)
@@ -181,7 +179,7 @@ def main(argv:list|None=None, # arguments; None: sys.argv[1:]
     warnings.simplefilter('ignore', FutureWarning)
     warnings.formatwarning = lambda msg, cat, *a, **kw: f"{cat.__name__}: {msg}\n"   # the message, not the source line
     try: args.func(args)
-    except (ValueError, OSError, NotebookError) as e:   # what a user can act on: one sentence, no traceback
+    except UserError as e:          # what a user can act on: one sentence, no traceback; a bug keeps its traceback
         print(f"tl-fastai {args.command}: {e}", file=sys.stderr)
         return 2
     return 0

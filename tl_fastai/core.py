@@ -16,10 +16,10 @@ from fastai.torch_core import default_device
 __all__ = ['BASELINE', 'SCRATCH', 'VARIANT', 'LOCK', 'CKPT', 'BEST_CKPT', 'HISTORY', 'RUN_JSON', 'SPLIT_CSV', 'STUDY_JSON',
            'PLAN_JSON', 'TEST_METRICS', 'TEST_PREDICTIONS', 'GRADCAM_CASES', 'NOTEBOOK', 'ELPV_CLASSES',
            'ELPV4_CLASSES', 'PROBA_LEVELS', 'PROBA_KIND', 'ALPHA', 'fmt_value', 'variant_name', 'is_variant',
-           'best_checkpoint', 'free_mb', 'DiskFullError', 'atomic_write', 'write_json', 'write_csv', 'atomic_save',
-           'save_fig', 'StateFileError', 'read_json', 'StudyLocked', 'study_lock', 'eval_mode', 'cpu_has_amx',
-           'amp_dtype', 'has_depthwise', 'train_amp_dtype', 'autocast', 'proba_level', 'elpv_labels', 'is_ambiguous',
-           'positive_class']
+           'best_checkpoint', 'UserError', 'InputError', 'MissingError', 'NoWriteError', 'free_mb', 'check_can_write',
+           'DiskFullError', 'atomic_write', 'write_json', 'write_csv', 'atomic_save', 'save_fig', 'StateFileError',
+           'read_json', 'StudyLocked', 'study_lock', 'eval_mode', 'cpu_has_amx', 'amp_dtype', 'has_depthwise',
+           'train_amp_dtype', 'autocast', 'proba_level', 'elpv_labels', 'is_ambiguous', 'positive_class']
 
 # %% ../nbs/00_core.ipynb #67aed9de
 BASELINE, SCRATCH, VARIANT = 'baseline_pretrained', 'cnn_scratch', 'tuned_variant'
@@ -51,6 +51,19 @@ def best_checkpoint(run_dir, # a run folder, trained here or unzipped from a sub
     run_dir = Path(run_dir)
     return run_dir/BEST_CKPT if (run_dir/BEST_CKPT).exists() else run_dir/CKPT
 
+# %% ../nbs/00_core.ipynb #e2debf50
+class UserError(Exception):
+    "Base of the errors a user can act on: one sentence naming the file or value and the fix."
+
+class InputError(UserError, ValueError):
+    "A value, option or file content that cannot be used as given."
+
+class MissingError(UserError, FileNotFoundError):
+    "A file or folder the step needs does not exist."
+
+class NoWriteError(UserError, PermissionError):
+    "A path the step must write to is not writable."
+
 # %% ../nbs/00_core.ipynb #9bc4cee1
 def free_mb(path)->float:
     "Megabytes free on the filesystem that holds `path` (or its nearest existing parent)."
@@ -58,8 +71,21 @@ def free_mb(path)->float:
     while not path.exists(): path = path.parent
     return shutil.disk_usage(path).free/2**20
 
+# %% ../nbs/00_core.ipynb #8182252c
+def check_can_write(path, # a file that is going to be written
+                    fix:str='choose another path', # what the user should do if it cannot be
+                   )->Path:
+    "Fail at once, with one sentence naming `path` and `fix`, if a file cannot be created there (parents are made)."
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(path.name + '.probe'); probe.write_bytes(b''); probe.unlink()
+    except OSError as e:
+        raise NoWriteError(f"Cannot write {path} ({e.strerror}): {fix}.") from None
+    return path
+
 # %% ../nbs/00_core.ipynb #f1585eb7
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     "A write that failed because the disk (or the quota) is full."
 
 def _is_disk_full(e:Exception)->bool:
@@ -107,7 +133,7 @@ def save_fig(fig, save_to=None):
     return fig
 
 # %% ../nbs/00_core.ipynb #9f34b3b0
-class StateFileError(ValueError):
+class StateFileError(UserError, ValueError):
     "A file of the study that exists but cannot be read."
 
 def read_json(path, # a JSON file the study wrote
@@ -123,7 +149,7 @@ def read_json(path, # a JSON file the study wrote
                              f"{fix}.") from None
 
 # %% ../nbs/00_core.ipynb #ad4b1754
-class StudyLocked(OSError):
+class StudyLocked(UserError, OSError):
     "The study folder is held by another process."
 
 @contextmanager
@@ -211,7 +237,7 @@ def elpv_labels(proba, # expert defect probabilities
     proba = np.asarray(proba, dtype=float)
     if n_classes == 2: return np.where(proba >= 0.5, ELPV_CLASSES[0], ELPV_CLASSES[1])
     if n_classes == 4: return np.array(ELPV4_CLASSES)[proba_level(proba)]
-    raise ValueError(f"ELPV has 2 or 4 classes, not {n_classes}: use the spec 'elpv' or 'elpv4'.")
+    raise InputError(f"ELPV has 2 or 4 classes, not {n_classes}: use the spec 'elpv' or 'elpv4'.")
 
 # %% ../nbs/00_core.ipynb #e48502e2
 def is_ambiguous(proba)->np.ndarray:

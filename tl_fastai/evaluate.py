@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
-from .core import ALPHA, PROBA_KIND, PROBA_LEVELS, autocast, eval_mode, positive_class, proba_level, save_fig
+from .core import (ALPHA, PROBA_KIND, PROBA_LEVELS, InputError, autocast, eval_mode, positive_class, proba_level,
+                            save_fig)
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
                              matthews_corrcoef, precision_recall_fscore_support, roc_auc_score)
 
@@ -50,7 +51,7 @@ def predict(model:torch.nn.Module, # any classifier returning logits of shape (B
            )->tuple: # (probs (N, C) float64, targets (N,) int64), in the order of `dl`
     "Softmax probabilities and integer targets of `model` over the batches of `dl`, averaged over `tta` flipped views."
     if tta not in (1, 4, 8):
-        raise ValueError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
+        raise InputError(f"tta={tta} views: use 1, 4 (flips) or 8 (flips and 90-degree rotations).")
     dev, probs, targs = _device(model), [], []
     with torch.inference_mode(), autocast(dev), eval_mode(model):
         for b in dl:                        # (x, y), or (x, expert probability, y) from a loader with soft targets
@@ -58,20 +59,20 @@ def predict(model:torch.nn.Module, # any classifier returning logits of shape (B
             probs.append(torch.stack([model(v).double().softmax(1) for v in flips(_plain(xb).to(dev), tta)]).mean(0))
             targs.append(_plain(yb).long())
     if not probs:
-        raise ValueError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
+        raise InputError("The DataLoader yielded no batches; pass the test DataLoader with at least one image.")
     return torch.cat(probs).cpu().numpy(), torch.cat([t.to(dev) for t in targs]).cpu().numpy()
 
 # %% ../nbs/03_evaluate.ipynb #779d90e0
 def _check_probs(y_true, probs, classes):
     "Raise a clear error when `y_true`, `probs` and `classes` do not fit together."
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"probs has shape {probs.shape} but there are {len(classes)} classes; "
+        raise InputError(f"probs has shape {probs.shape} but there are {len(classes)} classes; "
                          f"pass an (N, {len(classes)}) array of class probabilities.")
     if len(y_true) != len(probs):
-        raise ValueError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; "
+        raise InputError(f"y_true has {len(y_true)} items but probs has {len(probs)} rows; "
                          "pass targets and probabilities of the same test images.")
     if len(y_true) and (y_true.min() < 0 or y_true.max() >= len(classes)):
-        raise ValueError(f"y_true holds class indices outside 0..{len(classes)-1}; "
+        raise InputError(f"y_true holds class indices outside 0..{len(classes)-1}; "
                          "pass integer indices into `classes`.")
 
 # %% ../nbs/03_evaluate.ipynb #955eb8d2
@@ -93,7 +94,7 @@ def test_metrics(y_true, # (N,) true class indices
     y_true, probs, classes = np.asarray(y_true), np.asarray(probs), list(classes)
     _check_probs(y_true, probs, classes)
     if pos_label is not None and pos_label not in classes:
-        raise ValueError(f"pos_label {pos_label!r} is not one of the classes {classes}; pass one of them.")
+        raise InputError(f"pos_label {pos_label!r} is not one of the classes {classes}; pass one of them.")
     pos_label = (pos_label or positive_class(classes)) if len(classes) == 2 else None
     y_pred, labels = probs.argmax(1), range(len(classes))
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average='macro', zero_division=0)
@@ -208,7 +209,7 @@ def compare(name_a:str, # first model
     "Facts of comparing two models' test accuracy: difference, paired bootstrap interval, McNemar test, significance."
     a, b = _result(res, name_a), _result(res, name_b)
     if not np.array_equal(a['y_true'], b['y_true']):
-        raise ValueError(f"{name_a} and {name_b} were not evaluated on the same test images; "
+        raise InputError(f"{name_a} and {name_b} were not evaluated on the same test images; "
                          "evaluate both on the one test split.")
     m = mcnemar_exact(a['y_true'], a['y_pred'], b['y_pred'])
     _, lo, hi = bootstrap_ci(a['y_true'], np.stack([a['y_pred'], b['y_pred']], 1), acc_diff_rows, n_boot, alpha, seed)
@@ -221,7 +222,7 @@ def _check_aligned(df:pd.DataFrame, *arrays):
     "Raise a clear error when `df` and the label arrays differ in length."
     for a in arrays:
         if len(a) != len(df):
-            raise ValueError(f"The table has {len(df)} rows but the labels have {len(a)} items; "
+            raise InputError(f"The table has {len(df)} rows but the labels have {len(a)} items; "
                              "pass the test rows in the same order as the predictions.")
 
 # %% ../nbs/03_evaluate.ipynb #f086ef76
@@ -250,7 +251,7 @@ def error_by_expert_proba(df:pd.DataFrame, # ELPV test rows with the expert prob
     p = df[col].to_numpy(float)
     k = proba_level(p)
     if (k < 0).any():
-        raise ValueError(f"Column {col!r} holds {p[k < 0][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); "
+        raise InputError(f"Column {col!r} holds {p[k < 0][0]}, not an ELPV expert probability (0, 1/3, 2/3, 1); "
                          "pass ELPV test rows.")
     err = np.asarray(y_true) != np.asarray(y_pred)
     n, e = np.bincount(k, minlength=4), np.bincount(k, weights=err, minlength=4).astype(int)

@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.signal import find_peaks
 from scipy.sparse.linalg import spsolve
 from scipy.stats import binomtest
-from .core import ALPHA, eval_mode, is_ambiguous, positive_class, save_fig
+from .core import ALPHA, InputError, eval_mode, is_ambiguous, positive_class, save_fig
 from .models import cam_layer, cam_layers
 
 # %% ../nbs/04_gradcam.ipynb #ea11887b
@@ -46,7 +46,7 @@ def class_targets(target, # None (predicted class), a class index, or one index 
     t = torch.as_tensor(target, device=logits.device).long().flatten()
     if t.numel() == 1: t = t.expand(len(logits))
     if len(t) != len(logits):
-        raise ValueError(f"`target` has {len(t)} class indices for a batch of {len(logits)} images: "
+        raise InputError(f"`target` has {len(t)} class indices for a batch of {len(logits)} images: "
                          "pass one index or one per image.")
     return t
 
@@ -90,7 +90,7 @@ def grad_cam(model:nn.Module, # classifier returning (B, C) logits
         xg = x.detach().clone().to(next(model.parameters()).device).requires_grad_()
         logits = model(xg)
         if h.stored is None:
-            raise ValueError(f"Layer {type(layer).__name__} was not used by the model's forward pass: "
+            raise InputError(f"Layer {type(layer).__name__} was not used by the model's forward pass: "
                              "pass a layer of this model.")
         torch.autograd.grad(logits.gather(1, class_targets(target, logits)[:, None]).sum(), h.stored)
     return upscale(cam_from(h.stored.detach(), h.grad), x.shape[-2:])
@@ -208,7 +208,7 @@ def road_check(model:nn.Module, # classifier
               )->dict:
     "ROAD per image: p(target) before, drops removing the most and least relevant pixels of `cam` and of random maps."
     if not all(0 < p < 100 for p in percentiles):
-        raise ValueError(f"`percentiles` (shares of pixels removed) must lie between 0 and 100, not {percentiles}.")
+        raise InputError(f"`percentiles` (shares of pixels removed) must lie between 0 and 100, not {percentiles}.")
     layer = cam_layer(model) if layer is None else layer
     with Hook(layer, lambda m, i, o: o.shape[-2:]) as h: logits = eval_logits(model, x)
     t = class_targets(target, logits)[:, None]

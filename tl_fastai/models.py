@@ -12,7 +12,7 @@ import timm, torch
 from timm.models import group_parameters
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from .core import eval_mode
+from .core import InputError, UserError, eval_mode
 
 # %% auto #0
 __all__ = ['OFFLINE_WEIGHTS', 'offline_choices', 'offline_weights_file', 'paired_state_dict', 'pretrained_model', 'conv_block',
@@ -50,11 +50,11 @@ def paired_state_dict(src:dict, # state dict to rename, e.g. loaded from a weigh
     "`dst` with its tensors replaced by those of `src`, paired in order, every kind and shape checked."
     ks, kd = _paired(src), _paired(dst)
     if len(ks) != len(kd):
-        raise ValueError(f"Cannot pair the state dicts: the source has {len(ks)} tensors and the model {len(kd)}, "
+        raise InputError(f"Cannot pair the state dicts: the source has {len(ks)} tensors and the model {len(kd)}, "
                          "so the weights belong to another architecture.")
     for s, d in zip(ks, kd):
         if s.rsplit('.', 1)[-1] != d.rsplit('.', 1)[-1] or src[s].shape != dst[d].shape:
-            raise ValueError(f"Cannot pair the state dicts: source {s!r} {tuple(src[s].shape)} does not match model "
+            raise InputError(f"Cannot pair the state dicts: source {s!r} {tuple(src[s].shape)} does not match model "
                              f"{d!r} {tuple(dst[d].shape)}, so the weights belong to another architecture.")
     return {**dst, **{d: src[s] for s, d in zip(ks, kd)}}
 
@@ -62,7 +62,7 @@ def paired_state_dict(src:dict, # state dict to rename, e.g. loaded from a weigh
 def _check_timm_arch(arch:str):
     "Raise a clear error unless `arch` is a timm model name."
     if not timm.is_model(arch):
-        raise ValueError(f"Unknown architecture {arch!r}: use 'scratch_cnn' or a name from timm.list_models() "
+        raise InputError(f"Unknown architecture {arch!r}: use 'scratch_cnn' or a name from timm.list_models() "
                          f"(offline choices: {offline_choices()}).")
 
 # %% ../nbs/01_models.ipynb #f6404505
@@ -75,12 +75,12 @@ def pretrained_model(arch:str='tf_efficientnet_lite0', # timm model name
         src = torch.load(offline_weights_file(arch), map_location='cpu', weights_only=True)
         model.load_state_dict(paired_state_dict(src, model.state_dict()))
     elif not timm.is_model_pretrained(arch):
-        raise ValueError(f"timm has no pretrained weights for {arch!r}: use pretrained=False or an architecture from "
+        raise InputError(f"timm has no pretrained weights for {arch!r}: use pretrained=False or an architecture from "
                          "timm.list_pretrained().")
     else:
         try: model = timm.create_model(arch, pretrained=True)
         except Exception as e:
-            raise RuntimeError(f"{arch!r} needs internet to download its ImageNet weights ({type(e).__name__}); "
+            raise UserError(f"{arch!r} needs internet to download its ImageNet weights ({type(e).__name__}); "
                                f"offline choices are {offline_choices()}.") from e
     return model.eval()
 
@@ -137,7 +137,7 @@ def create_model(arch:str, # timm model name or 'scratch_cnn'
     model.reset_classifier(n_out)
     if drop_rate is not None:
         if not hasattr(model, 'drop_rate'):
-            raise ValueError(f"{arch!r} has no classifier dropout to set: leave dropout at its default for it.")
+            raise InputError(f"{arch!r} has no classifier dropout to set: leave dropout at its default for it.")
         model.drop_rate = drop_rate
     return model.train()
 
@@ -166,7 +166,7 @@ def _feature_map_module(model:nn.Module)->nn.Module:
     finally:
         for hk in hooks: hk.remove()
     if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
-        raise ValueError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, "
+        raise InputError(f"{type(model).__name__}.forward_features does not return a (B, C, H, W) feature map, "
                          "so there is no default Grad-CAM layer: pass one explicitly.")
     return next(m for n, m in model.named_modules() if outs.get(n) is fmap)
 

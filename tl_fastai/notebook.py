@@ -13,6 +13,7 @@ from IPython.display import HTML
 from pygments import highlight
 from pygments.lexers import PythonLexer
 from pygments.formatters import HtmlFormatter
+from .core import InputError, MissingError, UserError
 from .study import StudyConfig
 
 # %% auto #0
@@ -47,7 +48,7 @@ def inject_parameters(nb, # a notebook with a cell tagged `parameters`
     "`nb` with one cell tagged `injected-parameters` after its `parameters` cell: OUT and STUDY of this study."
     cells = [c for c in nb.cells if 'injected-parameters' not in c.metadata.get('tags', [])]
     at = next((i for i, c in enumerate(cells) if 'parameters' in c.metadata.get('tags', [])), None)
-    if at is None: raise ValueError("The notebook has no cell tagged 'parameters': tag the cell that sets OUT and STUDY.")
+    if at is None: raise InputError("The notebook has no cell tagged 'parameters': tag the cell that sets OUT and STUDY.")
     src = f"# Parameters of this study (filled in by `tl-fastai notebook`)\nOUT = {str(out)!r}\nSTUDY = {study_params(cfg)!r}"
     nb.cells = [*cells[:at + 1], new_code_cell(src, metadata={'tags': ['injected-parameters']}), *cells[at + 1:]]
     return nb
@@ -60,7 +61,7 @@ def build_notebook(path, # the notebook to write
                   )->Path:
     "Write the submission notebook (not executed): the source with this study's parameters, and return its path."
     if not Path(template).is_file():
-        raise FileNotFoundError(f"The notebook source {template} is missing: it ships with the repository, so run "
+        raise MissingError(f"The notebook source {template} is missing: it ships with the repository, so run "
                                 "`tl-fastai notebook` from a clone of it.")
     nb = inject_parameters(nbformat.read(template, as_version=4), out, cfg)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def build_notebook(path, # the notebook to write
     return path
 
 # %% ../nbs/07_notebook.ipynb #b9bbc83a
-class NotebookError(RuntimeError):
+class NotebookError(UserError, RuntimeError):
     "The submission notebook could not be executed to the end."
 
 def _section_of(nb, cell)->str:

@@ -16,7 +16,8 @@ from fastai.data.transforms import get_image_files, image_extensions
 from fastai.torch_core import default_device
 from fastai.vision.core import TensorImage
 from fastcore.basics import patch
-from .core import BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, atomic_write, best_checkpoint, read_json, write_csv
+from .core import (BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, InputError, MissingError, atomic_write, best_checkpoint,
+                            check_can_write, read_json, write_csv)
 from .data import get_dls, load_source, read_split
 from .train import load_checkpoint
 from .evaluate import flips, predict
@@ -24,7 +25,7 @@ from .gradcam import cam_figure, case_facts, grad_cam
 
 # %% auto #0
 __all__ = ['image_files', 'study_results', 'model_members', 'eval_transforms', 'Predictor', 'study_test_images',
-           'check_can_write', 'ProbabilityModel', 'onnx_metadata', 'onnx_session', 'export_onnx']
+           'ProbabilityModel', 'onnx_metadata', 'onnx_session', 'export_onnx']
 
 # %% ../nbs/10_predict.ipynb #8f68baf0
 def image_files(paths, # files, folders (searched recursively) or glob patterns, one or a list
@@ -37,12 +38,12 @@ def image_files(paths, # files, folders (searched recursively) or glob patterns,
                                              if Path(f).suffix.lower() in image_extensions)
         elif Path(p).is_dir(): found = sorted(get_image_files(p))
         elif Path(p).exists(): found = [Path(p)]
-        else: raise FileNotFoundError(f"{p} does not exist: pass image files, folders or glob patterns "
+        else: raise MissingError(f"{p} does not exist: pass image files, folders or glob patterns "
                                       "such as 'cells/*.png'.")
         files += found
     files = list(dict.fromkeys(files))
     if not files:
-        raise ValueError(f"No images found in {', '.join(map(str, paths))}: pass image files, folders that hold "
+        raise InputError(f"No images found in {', '.join(map(str, paths))}: pass image files, folders that hold "
                          "PNG/JPEG images, or a glob such as 'cells/*.png'.")
     return files
 
@@ -53,7 +54,7 @@ def study_results(out, # the study folder
     out = Path(out)
     res = read_json(out/STUDY_JSON, fix=f"run `tl-fastai study --out {out}` again to rebuild it")
     if not res or 'best_pretrained' not in res:
-        raise ValueError(f"{out} holds no finished study (no {out/STUDY_JSON}): run `tl-fastai study --out {out}` "
+        raise InputError(f"{out} holds no finished study (no {out/STUDY_JSON}): run `tl-fastai study --out {out}` "
                          "first, or pass the folder of a finished study.")
     return res
 
@@ -67,7 +68,7 @@ def model_members(name:str, # a model the study evaluated: a run folder, 'RUN + 
     if name in res['runs']: return [name], 1
     if run in res['runs'] and views.isdigit(): return [run], int(views)
     if name == f'ensemble of {len(pretrained)} pretrained': return pretrained, 1
-    raise ValueError(f"The study has no model {name!r}: choose a run folder ({', '.join(res['runs'])}), "
+    raise InputError(f"The study has no model {name!r}: choose a run folder ({', '.join(res['runs'])}), "
                      f"one of them + ' + tta4', or 'ensemble of {len(pretrained)} pretrained'.")
 
 # %% ../nbs/10_predict.ipynb #9c9eec33
@@ -120,7 +121,7 @@ class Predictor:
         self.metas = [meta for _, meta in loaded]
         prep = {(m['size'], tuple(m['mean']), tuple(m['std']), json.dumps(m['config']['augs'])) for m in self.metas}
         if len(prep) > 1:
-            raise ValueError(f"The runs of {self.name!r} were evaluated with different preprocessing: "
+            raise InputError(f"The runs of {self.name!r} were evaluated with different preprocessing: "
                              "pick one of them with --model.")
         self.meta = self.metas[0]
         self.load, self.batch_tfm = eval_transforms(self.meta, self.device)
@@ -176,7 +177,7 @@ def predict(self:Predictor, items, # a file, folder or glob, a PIL image, or a l
             probs.append(self.probs(self.batch_tfm(torch.stack([x for _, x in ok]))))
     if bad: warnings.warn(f"Skipped {len(bad)} unreadable image(s): " + '; '.join(f"{f} ({e})" for f, e in bad.items()))
     if not rows:
-        raise ValueError(f"None of the {len(srcs)} image(s) could be read ({next(iter(bad.values()))}): "
+        raise InputError(f"None of the {len(srcs)} image(s) could be read ({next(iter(bad.values()))}): "
                          "pass PNG/JPEG images.")
     p = np.concatenate(probs)
     df = pd.DataFrame(dict(file=[names[j] for j in rows], pred=np.array(self.classes)[p.argmax(1)],
@@ -193,7 +194,7 @@ def study_test_images(out, # the study folder
     src = load_source(res['config']['dataset'], scan=False)[['file', 'path']]
     test = split[split.split == 'test'].merge(src, on='file', how='left')
     if test.path.isna().any():
-        raise FileNotFoundError(f"{test.file[test.path.isna()].iloc[0]} of the study's test set is not in the dataset "
+        raise MissingError(f"{test.file[test.path.isna()].iloc[0]} of the study's test set is not in the dataset "
                                 f"{res['config']['dataset']!r} any more: restore the dataset the study was run on.")
     return test[['file', 'label', 'path']]
 
@@ -219,18 +220,6 @@ def explain(self:Predictor, df:pd.DataFrame, # `Predictor.predict` result (files
     res = pd.concat(facts, ignore_index=True).drop(columns=['label', 'cell_type'], errors='ignore')
     write_csv(res, folder/'gradcam.csv', index=False)
     return res
-
-# %% ../nbs/10_predict.ipynb #21276083
-def check_can_write(path, # a file that is going to be written
-                   ):
-    "Fail at once, with one sentence naming `path`, if a file cannot be created there."
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(path.name + '.probe'); probe.write_bytes(b''); probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"Cannot write {path} ({e.strerror}): choose another path.") from None
-    return path
 
 # %% ../nbs/10_predict.ipynb #4965946b
 class ProbabilityModel(nn.Module):
@@ -281,7 +270,7 @@ def export_onnx(out='saved_models', # the study folder
     "Write the model as ONNX after checking it against PyTorch on the study's test images; facts of the check."
     try: import onnx, onnxruntime
     except ImportError:
-        raise ValueError("ONNX export needs the packages onnx, onnxruntime and onnxscript: "
+        raise InputError("ONNX export needs the packages onnx, onnxruntime and onnxscript: "
                          "pip install 'tl_fastai[onnx]'.") from None
     pr, path = Predictor(out, model, device='cpu'), Path(path)
     test = study_test_images(out)
@@ -296,7 +285,7 @@ def export_onnx(out='saved_models', # the study folder
     one = sess.run(None, {'image': x[:1].numpy()})[0]
     diff = float(max(np.abs(got - ref).max(), np.abs(one - ref[:1]).max()))
     if not diff <= tol:
-        raise ValueError(f"The ONNX export of {pr.name!r} differs from the PyTorch model by {diff:.2e} in probability "
+        raise InputError(f"The ONNX export of {pr.name!r} differs from the PyTorch model by {diff:.2e} in probability "
                          f"on the {len(x)} test images (more than {tol:g}): {path} was not written; report the torch "
                          "and onnx versions.")
     atomic_write(lambda t: t.write_bytes(data), path)

@@ -8,7 +8,7 @@ import json, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch, timm
-from .core import (ALPHA, BASELINE, GRADCAM_CASES, HISTORY, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
+from .core import (ALPHA, BASELINE, GRADCAM_CASES, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
                             is_ambiguous, is_variant, proba_level, best_checkpoint, positive_class)
 from .train import TB_TAGS, load_checkpoint
 from .data import default_augs
@@ -18,20 +18,13 @@ from .gradcam import LAYER_RULE
 from .study import runs_table
 
 # %% auto #0
-__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES', 'history',
+__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES',
            'variant_names', 'config_table', 'data_table', 'split_table', 'seed_spread', 'imbalance_text',
            'augmentation_text', 'timeline_table', 'load_run_model', 'tensorboard_history', 'plot_tensorboard',
            'fit_text', 'compare_text', 'noise_text', 'seed_clause', 'reference_text', 'baseline_text', 'lr_text',
            'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text', 'models_table', 'best_text',
            'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
            'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
-
-# %% ../nbs/06_report.ipynb #481a99b5
-def history(out:Path, # study folder
-            name:str, # run name
-           )->pd.DataFrame:
-    "The run's history.csv: one row per global epoch."
-    return pd.read_csv(Path(out)/name/HISTORY)
 
 # %% ../nbs/06_report.ipynb #ce73659e
 def variant_names(res:dict)->list:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, dataclasses, functools, json, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from unittest import mock
+from fastcore.xtras import modified_env
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
@@ -15,8 +15,8 @@ from fastai.callback.core import Callback, CancelFitException, CancelValidExcept
 from fastai.callback.schedule import valley, slide
 from fastai.torch_core import rank_distrib, set_seed
 from .core import (BASELINE, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST_METRICS,
-                            TEST_PREDICTIONS, DiskFullError, StateFileError, free_mb, is_variant, read_json, save_fig,
-                            study_lock, write_csv, write_json, best_checkpoint)
+                            TEST_PREDICTIONS, DiskFullError, InputError, StateFileError, check_can_write, free_mb,
+                            is_variant, read_json, save_fig, study_lock, write_csv, write_json, best_checkpoint)
 from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
 from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant,
                              environment, main_first, is_ddp, build_learner, norm_for, run_state, read_history)
@@ -33,8 +33,8 @@ __all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'FACTS_FO
            'source_table', 'StepTimer', 'step_seconds', 'plan_table', 'budget_plan', 'planned_epochs', 'fit_budget',
            'replanned', 'epochs_line', 'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all',
            'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best', 'case_table', 'comparisons',
-           'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb', 'check_space', 'check_writable',
-           'fingerprint', 'runs_table', 'run_fit', 'run_study']
+           'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb', 'check_space', 'fingerprint',
+           'runs_table', 'run_fit', 'stopwatch', 'StudyRun', 'run_study']
 
 # %% ../nbs/05_study.ipynb #d6f56836
 PRESETS = dict(
@@ -46,10 +46,10 @@ PRESETS = dict(
 @dataclass
 class StudyConfig:
     "What the study runs; `None` fields come from the preset."
-    dataset:str='elpv' # dataset spec (see `tl_fastai.data.load_source`)
+    dataset:str='elpv' # elpv, elpv4, folder:PATH or fastai:NAME (see `tl_fastai.data.load_source`)
     out:str='saved_models' # study folder
     preset:str='auto' # auto | smoke | cpu | gpu
-    arch:str='tf_efficientnet_lite0' # pretrained backbone
+    arch:str='tf_efficientnet_lite0' # pretrained timm backbone
     param:str='lr' # the swept parameter of `RunConfig`
     values:tuple=(1e-4, 1e-3, 1e-2) # its three values
     lr:float=2e-3 # base learning rate
@@ -70,7 +70,7 @@ class StudyConfig:
         "A copy with the preset applied (explicit fields win) and `auto` replaced by the device's preset."
         preset = ('gpu' if torch.cuda.is_available() else 'cpu') if self.preset == 'auto' else self.preset
         if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
+            raise InputError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
         fill = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
         if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
         return dataclasses.replace(self, preset=preset, **fill)
@@ -252,9 +252,7 @@ def lr_evidence(cfg:RunConfig, # the baseline
     learn = build_learner(cfg, get_dls(df, size=cfg.size, bs=cfg.bs, mean=stats[0], std=stats[1], augs=cfg.augs,
                                        seed=cfg.seed, soft=cfg.soft))
     if cfg.transfer and cfg.freeze_epochs: learn.freeze()
-    # Under DDP the other processes wait for this one (`main_first`):
-    # fastai must not gather or wait across processes here.
-    one_process = mock.patch.dict(os.environ, WORLD_SIZE='1')
+    one_process = modified_env(WORLD_SIZE='1')   # under DDP the others wait (`main_first`): fastai must not sync here
     with tempfile.TemporaryDirectory() as tmp, learn.no_bar(), learn.no_logging(), one_process:
         learn.path = Path(tmp)                            # lr_find saves and restores the weights there
         sug = learn.lr_find(num_it=num_it, suggest_funcs=(valley, slide), show_plot=True)
@@ -427,16 +425,6 @@ def check_space(configs:dict, n_classes:int, out:Path, force:bool=False):
         raise DiskFullError(28, f"The study needs about {need:.0f} MB in {out} but only {free:.0f} MB are free: "
                                 "free space or choose another --out.")
 
-# %% ../nbs/05_study.ipynb #26cf3d0e
-def check_writable(out:Path):
-    "Fail early, with one sentence, if the study folder cannot be written."
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out/'.write_test'; probe.write_text('ok'); probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"Cannot write to the study folder {out} ({e.strerror}): "
-                              "choose another --out or free space.") from None
-
 # %% ../nbs/05_study.ipynb #e9fc9af0
 FACTS_FORMAT = 2 # the shape of study.json's facts: bumped when they change, so stored results are computed again
 
@@ -498,71 +486,120 @@ def _write_predictions(df:pd.DataFrame, preds:dict, out:Path):
     write_csv(rows.assign(**pred_cols).drop(columns=['path', 'width', 'height', 'mode', 'bytes'], errors='ignore'),
               out/TEST_PREDICTIONS, index=False)
 
+
+# %% ../nbs/05_study.ipynb #d12d8a36
+@contextlib.contextmanager
+def stopwatch(times:dict, # phase -> seconds, filled in place
+              key:str, # this phase's key
+             ):
+    "Store the block's wall time in `times[key]` (seconds, one decimal), also when the block fails."
+    t = time.time()
+    try: yield
+    finally: times[key] = round(time.time() - t, 1)
+
+# %% ../nbs/05_study.ipynb #7f3438b0
+class StudyRun:
+    "One call of `run_study`, as named phases (prepare, train, evaluate, explain, write) that share what they build."
+    def __init__(self, sc:StudyConfig, log):
+        self.sc, self.out, self.main = sc.resolved(), Path(sc.out), not rank_distrib()
+        self.quiet = log is None or not self.main                  # progress bars and lines in the first process only
+        self.log = log if log and self.main else (lambda *a: None)
+        self.env, self.times = environment(), {}
+
+    def prepare(self):
+        "Explore and split the data, fit the epochs to the budget, show the plan, apply --force, run the lr finder."
+        sc, out = self.sc, self.out
+        self.df, self.stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), self.main)
+        self.fresh_plan = bool(sc.budget_min) and (sc.force or not (out/PLAN_JSON).exists()) and not is_ddp()
+        sc = main_first(fit_budget, sc, self.df, out)
+        configs = run_configs(sc)
+        if self.main: check_space(configs, self.stats['n_classes'], out, sc.force)
+        self.log(f"Study plan ({sc.preset} preset, {self.stats['n_images']} images, {self.env['device']}; "
+                 "estimates from timed training steps):")
+        self.log(plan_table(configs, self.df, out, sc.force).to_string())
+        if sc.force and self.main:
+            for name in configs: shutil.rmtree(out/name, ignore_errors=True)    # --force: every run trains again
+        self.sc = dataclasses.replace(sc, force=False)
+        self.lr_ev = main_first(lr_evidence, configs[BASELINE], self.df, out)
+
+    def train(self):
+        "Check a new plan on a timed first epoch, then train every run that is not finished yet."
+        if self.fresh_plan: self.sc = check_plan(self.sc, run_configs(self.sc), self.df, self.out, self.quiet)
+        self.configs = run_configs(self.sc)
+        self.plan = read_json(self.out/PLAN_JSON) or dict(epochs=self.sc.epochs, limited_by='fixed')
+        self.log(epochs_line(self.plan))
+        self.runs = train_all(self.configs, self.df, self.out, self.sc.force, self.log, self.quiet)
+        self.monitor = self.configs[BASELINE].monitor
+        self.times['training_s'] = round(sum(r['wall_time_s'] for r in self.runs.values()), 1)   # also runs trained earlier
+
+    def stored(self)->dict|None:
+        "The stored study.json if every run and the configuration are as when it was written, else None."
+        self.fingerprint = fingerprint(self.sc, self.configs, self.out)
+        old = _stored_results(self.out)
+        return old if old and old.get('fingerprint') == self.fingerprint else None
+
+    def evaluate(self):
+        "Test metrics of every run and extra model, the best pretrained model and variant, predictions and figures."
+        out, runs = self.out, self.runs
+        self.results, self.preds = evaluate_all(runs, self.df, out)
+        self.extra = extra_predictions(runs, self.preds, self.df, out)
+        self.results |= {n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in self.extra.items()}
+        self.table = metrics_table(self.results)
+        write_csv(self.table, out/TEST_METRICS)
+        self.best_pre, self.valid_f1 = pick_best({n: r for n, r in runs.items() if n != SCRATCH}, self.extra)
+        self.best = best_variant({n: r for n, r in runs.items() if is_variant(n)}, monitor=self.monitor)
+        _write_predictions(self.df, {**self.preds, **self.extra}, out)
+        study_figures(runs, {n: self.results[n] for n in runs}, self.table, out, self.sc.param)
+
+    def explain(self):
+        "Grad-CAM of the selected test cases of the run `sc.explain`."
+        self.cases = _explain(self.sc, self.df, self.preds, self.out)
+
+    def facts(self)->dict:
+        "The content of study.json."
+        sc, runs, table, out = self.sc, self.runs, self.table, self.out
+        return dict(config=asdict(sc), environment=self.env, seed=sc.seed, device=self.env['device'], data=self.stats,
+                    runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
+                                  test=table.loc[n].to_dict(), fit=run_fit(out/n, self.monitor),
+                                  params=self.preds[n]['params']) for n, r in runs.items()},
+                    extras={n: dict(valid_f1=self.valid_f1[n], test=table.loc[n].to_dict()) for n in self.extra},
+                    best_pretrained=dict(name=self.best_pre, valid_f1=self.valid_f1,
+                                         test=table.loc[self.best_pre].to_dict()),
+                    best_variant=self.best,
+                    comparisons=comparisons(self.results, runs, self.best, self.best_pre, self.monitor),
+                    lr_find=self.lr_ev, gradcam=gradcam_summary(self.cases, sc.explain), plan=self.plan,
+                    wall_times=self.times, fingerprint=self.fingerprint)
+
+    def write(self, res:dict):
+        "Write study.json and print the test table, the comparisons and the times."
+        write_json(res, self.out/STUDY_JSON)
+        n_test, t = (self.df.split == 'test').sum(), self.times
+        self.log(f"\nTest set ({n_test} images), best checkpoint of each run:\n{runs_table(res).to_string()}")
+        self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(res['comparisons']).T[
+            ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
+        self.log(f"Study done in {t['this_call_s']/60:.1f} min "
+                 f"({t['total_s']/60:.1f} min with the training of every run): {self.out/STUDY_JSON}")
+
+# %% ../nbs/05_study.ipynb #a669e684
 def run_study(sc:StudyConfig=StudyConfig(), # what to run
               log=print, # progress printer; None: silent
              )->dict:
     "Run the whole study into `sc.out` (holding its lock: one writer per folder); return the content of its study.json."
-    check_writable(Path(sc.out))
-    with (study_lock(sc.out) if not rank_distrib() else contextlib.nullcontext()): return _run_study(sc, log)
+    check_can_write(Path(sc.out)/STUDY_JSON, fix='choose another --out or free space')
+    with (study_lock(sc.out) if not rank_distrib() else contextlib.nullcontext()): return _run_study(StudyRun(sc, log))
 
-def _run_study(sc:StudyConfig, log)->dict:
-    "`run_study`'s steps."
-    t0, sc, out = time.time(), sc.resolved(), Path(sc.out)
-    quiet, log = log is None or rank_distrib() > 0, (not rank_distrib() and log) or (lambda *a: None)
-    df, stats = main_first(explore, sc.dataset, out, sc.seed, source_table(sc), not rank_distrib())
-    fresh_plan = bool(sc.budget_min) and (sc.force or not (out/PLAN_JSON).exists()) and not is_ddp()
-    sc = main_first(fit_budget, sc, df, out)
-    configs, env = run_configs(sc), environment()
-    if not rank_distrib(): check_space(configs, stats['n_classes'], out, sc.force)
-    log(f"Study plan ({sc.preset} preset, {stats['n_images']} images, {env['device']}; "
-        "estimates from timed training steps):")
-    log(plan_table(configs, df, out, sc.force).to_string())
-    if sc.force and not rank_distrib():
-        for name in configs: shutil.rmtree(out/name, ignore_errors=True)    # --force: every run trains again
-    sc = dataclasses.replace(sc, force=False)
-    lr_ev = main_first(lr_evidence, configs[BASELINE], df, out)
-    times = dict(data_s=round(time.time() - t0, 1))
-    if fresh_plan: sc = check_plan(sc, configs, df, out, quiet)
-    configs, plan = run_configs(sc), read_json(out/PLAN_JSON) or dict(epochs=sc.epochs, limited_by='fixed')
-    log(epochs_line(plan))
-    runs = train_all(configs, df, out, sc.force, log, quiet)
-    if rank_distrib(): return {}                 # under DDP the first process evaluates and writes the results
-    fp = fingerprint(sc, configs, out)
-    if (old := _stored_results(out)) and old.get('fingerprint') == fp:
-        log(f"Every run and the configuration are as when {out/STUDY_JSON} was written: its results stand.")
+def _run_study(s:StudyRun)->dict:
+    "The phases in order; under DDP the other processes train and return {} while the first evaluates and writes."
+    t0 = time.time()
+    with stopwatch(s.times, 'data_s'): s.prepare()
+    s.train()
+    if not s.main: return {}
+    if old := s.stored():
+        s.log(f"Every run and the configuration are as when {s.out/STUDY_JSON} was written: its results stand.")
         return old
-    # the runs' own times, also if trained earlier
-    times['training_s'] = round(sum(r['wall_time_s'] for r in runs.values()), 1)
-    t1 = time.time()
-    results, preds = evaluate_all(runs, df, out)
-    monitor = configs[BASELINE].monitor
-    extra = extra_predictions(runs, preds, df, out)
-    results = {**results, **{n: test_metrics(p['y_test'], p['test'], p['classes']) for n, p in extra.items()}}
-    table = metrics_table(results)
-    write_csv(table, out/TEST_METRICS)
-    best_pre, valid_f1 = pick_best({n: r for n, r in runs.items() if n != SCRATCH}, extra)
-    best = best_variant({n: r for n, r in runs.items() if is_variant(n)}, monitor=monitor)
-    _write_predictions(df, {**preds, **extra}, out)
-    study_figures(runs, {n: results[n] for n in runs}, table, out, sc.param)
-    times['evaluation_s'] = round(time.time() - t1, 1)
-    t2 = time.time()
-    cases = _explain(sc, df, preds, out)
-    times['gradcam_s'] = round(time.time() - t2, 1)
-    times['total_s'] = round(sum(times.values()), 1)
-    times['this_call_s'] = round(time.time() - t0, 1)
-    res = dict(config=asdict(sc), environment=env, seed=sc.seed, device=env['device'], data=stats,
-               runs={n: dict(config=r['config'], best=r['best'], final=r['final'], wall_time_s=r['wall_time_s'],
-                             test=table.loc[n].to_dict(), fit=run_fit(out/n, monitor), params=preds[n]['params'])
-                     for n, r in runs.items()},
-               extras={n: dict(valid_f1=valid_f1[n], test=table.loc[n].to_dict()) for n in extra},
-               best_pretrained=dict(name=best_pre, valid_f1=valid_f1, test=table.loc[best_pre].to_dict()),
-               best_variant=best, comparisons=comparisons(results, runs, best, best_pre, monitor), lr_find=lr_ev,
-               gradcam=gradcam_summary(cases, sc.explain), plan=plan, wall_times=times, fingerprint=fp)
-    write_json(res, out/STUDY_JSON)
-    log(f"\nTest set ({(df.split == 'test').sum()} images), best checkpoint of each run:\n"
-        f"{runs_table(res).to_string()}")
-    log(f"\nBest variant (validation {monitor}): {best}\n" + pd.DataFrame(res['comparisons']).T[
-        ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
-    log(f"Study done in {times['this_call_s']/60:.1f} min "
-        f"({times['total_s']/60:.1f} min with the training of every run): {out/STUDY_JSON}")
+    with stopwatch(s.times, 'evaluation_s'): s.evaluate()
+    with stopwatch(s.times, 'gradcam_s'): s.explain()
+    s.times |= dict(total_s=round(sum(s.times.values()), 1), this_call_s=round(time.time() - t0, 1))
+    res = s.facts()
+    s.write(res)
     return res

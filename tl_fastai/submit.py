@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import re
-from .core import BASELINE, BEST_CKPT, CKPT, LOCK, NOTEBOOK, SCRATCH, STUDY_JSON
+from .core import BASELINE, BEST_CKPT, CKPT, LOCK, NOTEBOOK, SCRATCH, STUDY_JSON, InputError
 from .core import atomic_write, is_variant, read_json, study_lock
 from .train import load_checkpoint, CheckpointError
 from .notebook import notebook_errors
@@ -23,27 +23,27 @@ def expected_runs(res:dict)->list:
     "Run folders the brief requires, from study.json: baseline, the three variants, the scratch CNN."
     variants = [n for n in res['runs'] if is_variant(n)]
     if len(variants) != 3:
-        raise ValueError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
+        raise InputError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
     return [BASELINE, *variants, SCRATCH]
 
 # %% ../nbs/08_submit.ipynb #91a49f46
 def _check_run(d:Path, out:Path):
     "Raise one sentence if the run folder `d` is missing, its checkpoint does not load or it has no TensorBoard log."
-    if not d.is_dir(): raise ValueError(f"Run folder {d} is missing: re-run `tl-fastai study --out {out}` to train it.")
+    if not d.is_dir(): raise InputError(f"Run folder {d} is missing: re-run `tl-fastai study --out {out}` to train it.")
     try: load_checkpoint(d/CKPT)
     except (OSError, CheckpointError, KeyError) as e:
-        raise ValueError(f"{d/CKPT} does not load ({e}); re-run the study with --force.") from None
+        raise InputError(f"{d/CKPT} does not load ({e}); re-run the study with --force.") from None
     if not list((d/'logs').glob('events.out.tfevents.*')):
-        raise ValueError(f"{d/'logs'} holds no TensorBoard event file: re-train {d.name} with --force.")
+        raise InputError(f"{d/'logs'} holds no TensorBoard event file: re-train {d.name} with --force.")
 
 def _check_notebook(nb_path:Path):
     "Raise one sentence if the notebook is missing, not fully executed or holds an error output."
-    if not nb_path.exists(): raise ValueError(f"{nb_path} is missing: run `tl-fastai notebook --execute` first.")
+    if not nb_path.exists(): raise InputError(f"{nb_path} is missing: run `tl-fastai notebook --execute` first.")
     nb = nbformat.read(nb_path, as_version=4)
     if not all(c.get('execution_count') for c in nb.cells if c.cell_type == 'code'):
-        raise ValueError(f"{nb_path} has unexecuted cells: run `tl-fastai notebook --execute` first.")
+        raise InputError(f"{nb_path} has unexecuted cells: run `tl-fastai notebook --execute` first.")
     if errs := notebook_errors(nb_path):
-        raise ValueError(f"{nb_path} has an error output ({errs[0].ename}: {errs[0].evalue}): "
+        raise InputError(f"{nb_path} has an error output ({errs[0].ename}: {errs[0].evalue}): "
                          "fix it and execute again.")
 
 def check_submission(notebook, out)->list:
@@ -51,7 +51,7 @@ def check_submission(notebook, out)->list:
     nb_path, out = Path(notebook), Path(out)
     res = read_json(out/STUDY_JSON,
                     fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
-    if res is None: raise ValueError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
+    if res is None: raise InputError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
     runs = expected_runs(res)
     for r in runs: _check_run(out/r, out)
     _check_notebook(nb_path)

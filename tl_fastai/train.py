@@ -25,8 +25,8 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib, to_float
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, StateFileError, amp_dtype, atomic_save, positive_class,
-                            read_json, train_amp_dtype, variant_name, write_csv, write_json)
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, InputError, MissingError, StateFileError, UserError, amp_dtype,
+                            atomic_save, positive_class, read_json, train_amp_dtype, variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
 
@@ -86,14 +86,14 @@ class RunConfig:
 
     def __post_init__(self):
         if self.opt not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {self.opt!r}: choose one of {', '.join(OPTIMIZERS)}.")
+            raise InputError(f"Unknown optimizer {self.opt!r}: choose one of {', '.join(OPTIMIZERS)}.")
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ValueError(f"epochs={self.epochs!r} must be a positive integer.")
+            raise InputError(f"epochs={self.epochs!r} must be a positive integer.")
         if self.transfer and not 0 <= self.freeze_epochs < self.epochs:
-            raise ValueError(f"freeze_epochs={self.freeze_epochs} must be at least 0 and below epochs={self.epochs} "
+            raise InputError(f"freeze_epochs={self.freeze_epochs} must be at least 0 and below epochs={self.epochs} "
                              "(epochs counts the frozen ones too).")
         if self.monitor not in METRIC_COLS:
-            raise ValueError(f"monitor={self.monitor!r} is not a validation metric: "
+            raise InputError(f"monitor={self.monitor!r} is not a validation metric: "
                              f"choose one of {', '.join(METRIC_COLS)}.")
 
     @property
@@ -252,7 +252,7 @@ def state_on_params(state:dict, # fastai `Optimizer.state`: {parameter: {name: v
     return state
 
 # %% ../nbs/02_train.ipynb #829d8cd0
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     "A file that is not a usable tl_fastai checkpoint."
 
 # %% ../nbs/02_train.ipynb #fea3bca2
@@ -306,7 +306,7 @@ def read_checkpoint(path:str|Path)->dict:
     "The raw checkpoint dict at `path`, loaded safely; a clear error for anything else."
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist: "
+        raise MissingError(f"Checkpoint {path} does not exist: "
                                 "train the run first (tl-fastai study) or check the path.")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
@@ -437,7 +437,7 @@ def _check_same_config(run_dir:Path, old:dict, cfg:RunConfig):
     diff = {k: (old.get(k, default[k]), v) for k, v in new.items() if old.get(k, default[k]) != v}
     if diff:
         changes = ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())
-        raise ValueError(f"{run_dir} was trained with another configuration ({changes}): "
+        raise InputError(f"{run_dir} was trained with another configuration ({changes}): "
                          "pass force=True (--force) to retrain it, or use another output folder.")
 
 # %% ../nbs/02_train.ipynb #aa9db121
@@ -623,14 +623,14 @@ def sweep_configs(base:RunConfig, # the baseline configuration
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     fixed = ('arch', 'seed', 'monitor', 'augs')
     if param not in fields or param in fixed:
-        raise ValueError(f"Cannot sweep {param!r}: choose one of {', '.join(k for k in fields if k not in fixed)}.")
+        raise InputError(f"Cannot sweep {param!r}: choose one of {', '.join(k for k in fields if k not in fixed)}.")
     values = list(values)
     if len(values) != 3 or len(set(values)) != 3:
-        raise ValueError(f"A sweep needs exactly 3 different values, got {values}.")
+        raise InputError(f"A sweep needs exactly 3 different values, got {values}.")
     cast = type(getattr(base, param))
     try: values = [cast(v) for v in values]
     except ValueError:
-        raise ValueError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: "
+        raise InputError(f"Sweep values {values} are not all valid {cast.__name__} values of {param!r}: "
                          "pass three numbers like 1e-4,1e-3,1e-2.") from None
     return {variant_name(param, v): dataclasses.replace(base, **{param: v}) for v in values}
 
