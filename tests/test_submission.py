@@ -50,8 +50,10 @@ def leaves(o):
 def stored_numbers(out:Path)->set:
     "Renderings of every number the study stored: study.json, its CSVs and histories, the measured levers."
     from tl_fastai.core import ALPHA
-    from tl_fastai.report import ELPV_REFS, LEVERS, SEED_SPREAD
-    vals = leaves(json.loads((out/'study.json').read_text())) + leaves([ELPV_REFS, LEVERS, SEED_SPREAD]) + [1 - ALPHA]
+    from tl_fastai.report import ELPV_REFS, LEVERS, SEED_SPREAD, error_tables
+    res = json.loads((out/'study.json').read_text())
+    vals = leaves(res) + leaves([ELPV_REFS, LEVERS, SEED_SPREAD]) + [1 - ALPHA]
+    for t in error_tables(res, out).values(): vals += t.select_dtypes('number').to_numpy().ravel().tolist()  # shown tables
     vals += [max(m['test_accuracy']) - min(m['test_accuracy']) for m in SEED_SPREAD.values()]
     vals += [max(m['valid_accuracy']) - min(m['valid_accuracy']) for m in SEED_SPREAD.values()]
     for f in [out/'test_metrics.csv', out/'gradcam_cases.csv', *out.glob('*/history.csv')]:
