@@ -85,7 +85,8 @@ def test_progress_lines_and_gradcam(study, tmp_path, capsys):
     assert [l for l in out.splitlines() if l.startswith('predicted')] == want and len(want) >= 2
     facts = pd.read_csv(tmp_path/'gc'/'gradcam.csv')
     assert list(facts.file) == list(test.path) and len(list((tmp_path/'gc').glob('*.png'))) == n
-    assert (facts.filter(like='heat_').sum(axis=1) > 0).all()
+    heat = facts.filter(like='heat_').sum(axis=1)
+    assert ((heat > 0) == ~facts.map_empty).all() and (~facts.map_empty).any()   # an empty map is flagged, never silent
 
 def test_onnx_export_matches_pytorch(study, reference, tmp_path, capsys):
     import onnx
