@@ -81,7 +81,9 @@ def check_can_write(path, # a file that is going to be written
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.with_name(path.name + '.probe'); probe.write_bytes(b''); probe.unlink()
     except OSError as e:
-        raise NoWriteError(f"Cannot write {path} ({e.strerror}): {fix}.") from None
+        blocker = next((p for p in path.parents if p.is_file()), None)      # a file where a folder must be
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
+        raise NoWriteError(f"Cannot write {path} ({why}): {fix}.") from None
     return path
 
 # %% ../nbs/00_core.ipynb #f1585eb7
