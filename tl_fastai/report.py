@@ -92,13 +92,13 @@ def imbalance_text(res:dict)->str:
     "The class balance, and how the study handles it (macro F1 picks epochs; the measured class-weight lever)."
     counts = res['data']['class_counts']; order = sorted(counts, key=counts.get); lo, hi = order[0], order[-1]
     if counts[lo] == counts[hi]: return f"**Class balance.** Every class has {counts[lo]} images."
-    s = (f"**Class balance.** {hi} : {lo} = {counts[hi]/counts[lo]:.1f} : 1. The best epoch of every run is picked on "
-         f"macro F1, which weighs the {lo} class as much as the {hi} one, and the test report gives per-class recall.")
+    s = (f"**Class balance.** {hi} : {lo} = {counts[hi]/counts[lo]:.1f} : 1. Macro F1 picks every run's best epoch, so "
+         f"the {lo} class counts as much as the {hi} one.")
     if _is_elpv2(res) and res['config']['preset'] == 'cpu':
-        w = LEVERS['class_weights']
-        s += (f" The loss is not re-weighted: trained on hard labels, a class-weighted loss reached "
-              f"{_pct(w['weighted_valid_accuracy'])} validation accuracy against {_pct(w['plain_valid_accuracy'])} "
-              f"unweighted (measured {w['measured']} on {w['machine']}, `{w['command']}`).")
+        w = LEVERS['class_weights']; helped = w['weighted_valid_accuracy'] > w['plain_valid_accuracy']
+        s += (f" A class-weighted loss {'helped' if helped else 'did not help'} on validation: "
+              f"{_pct(w['weighted_valid_accuracy'])} against {_pct(w['plain_valid_accuracy'])} unweighted (hard labels, "
+              f"measured {w['measured']} on {w['machine']}, `{w['command']}`)" + ('.' if helped else ', so the loss is not re-weighted.'))
     return s
 
 # %% ../nbs/06_report.ipynb #5c53e075
@@ -106,19 +106,17 @@ def augmentation_text(res:dict)->str:
     "The baseline's recorded augmentation, and for ELPV's cpu recipe the measured lever that left out 90° turns."
     a = res['runs'][BASELINE]['config']['augs'] or {}                    # as trained, not as the code now defaults
     if not a: return "**Augmentation.** fastai's defaults for photographs: flips, small rotations, zoom, warp and lighting."
-    s = (f"**Augmentation.** {'Flips and 90° turns' if a.get('flip_vert') else 'Horizontal flips'}, a zoom of up to "
-         f"{a['max_zoom']:g}×, brightness and contrast changes up to {a['max_lighting']:.0%} (EL exposure "
-         "varies between cameras); no colour changes and no free rotation or warping, which can make a crack look like "
-         "another defect.")
+    s = (f"**Augmentation.** {'Flips and 90° turns' if a.get('flip_vert') else 'Horizontal flips'}, zoom up to "
+         f"{a['max_zoom']:g}×, brightness and contrast up to {a['max_lighting']:.0%} (exposure varies between cameras); no "
+         "warping or free rotation, which can make a crack look like another defect.")
     m, t = seed_spread(res), LEVERS['turns']
     if m and (m['seeds'], m['epochs']) == (t['seeds'], t['epochs']) and not a.get('flip_vert'):
         rng = lambda v: f"{_pct(min(v))}–{_pct(max(v))}"
         w, wo = t['valid_accuracy'], m['valid_accuracy']
         inside = abs(np.mean(wo) - np.mean(w)) <= max(max(w) - min(w), max(wo) - min(wo))
-        s += (f" 90° turns are left out because they make cells with vertical busbars, which ELPV does not contain. On "
-              f"validation, over seeds {', '.join(map(str, t['seeds']))}, this recipe reached {rng(w)} with them and "
-              f"{rng(wo)} without (measured {t['measured']} on {t['machine']}): "
-              + ("no difference beyond the seed spread, so what the data contains decides." if inside else
+        s += (f" No 90° turns: they make vertical busbars, which ELPV lacks. Over seeds {', '.join(map(str, t['seeds']))} "
+              f"the recipe reached {rng(w)} validation accuracy with them and {rng(wo)} without (measured {t['measured']} "
+              f"on {t['machine']}): " + ("no difference beyond the seed spread, so the data decides." if inside else
                  f"{'better' if np.mean(wo) > np.mean(w) else 'worse'} without them, beyond the seed spread."))
     return s
 
@@ -161,35 +159,31 @@ def plot_tensorboard(out:Path, # study folder
 def _after_best(f:dict)->str:
     "What the epochs after the best one did: still rising at the end, over-fitting, or no better."
     if f['improving_at_end']:
-        return (f", and still improving there (+{f['last_gain']:.3f} macro F1 in the last epoch): under-trained rather "
-                "than worse, more epochs would likely help")
+        return f", still improving (+{f['last_gain']:.3f} macro F1 in the last epoch): under-trained, not worse"
     if f['epochs_after_best'] and f['valid_acc_drop_after_best'] > 0 and f['train_acc_gain_after_best'] > 0:
-        return (f"; in the {f['epochs_after_best']} epoch(s) after it validation accuracy fell "
-                f"{100*f['valid_acc_drop_after_best']:.1f} pts while training accuracy rose "
-                f"{100*f['train_acc_gain_after_best']:.1f} pts to {_pct(f['train_accuracy'])}: it began to over-fit, "
-                "and the best checkpoint, not the last, is the one evaluated")
-    return f"; the {f['epochs_after_best']} epoch(s) after it did not improve on it" if f['epochs_after_best'] else ''
+        return (f"; after it validation accuracy fell {100*f['valid_acc_drop_after_best']:.1f} pts while training "
+                f"accuracy rose to {_pct(f['train_accuracy'])}: over-fitting, which the best-epoch checkpoint avoids")
+    return "; no gain after it" if f['epochs_after_best'] else ''
 
 def fit_text(f:dict, # a run's fit and convergence facts (`tl_fastai.study.run_fit`)
             )->str:
-    "What a run's curves show: its best epoch and what followed it, a jump of the validation loss and its recovery."
-    s = f"best validation epoch {f['best_epoch'] + 1} of {f['last_epoch'] + 1}" + _after_best(f)
+    "What a run's curves show, as a clause: its best epoch and what followed, a jump of the validation loss."
+    s = f"best epoch {f['best_epoch'] + 1} of {f['last_epoch'] + 1}" + _after_best(f)
     if f['spike_epoch'] >= 0:
         back = f['spike_recovered_epoch']
-        s += (f". The validation loss jumped {f['spike_rise']:.0%} above its earlier minimum at epoch "
-              f"{f['spike_epoch'] + 1} and " + (f"was back by epoch {back + 1}" if back >= 0 else
-                                                "had not come back by the last epoch"))
-    return s + '.' 
+        s += (f"; the validation loss jumped {f['spike_rise']:.0%} at epoch {f['spike_epoch'] + 1} and "
+              + (f"was back by epoch {back + 1}" if back >= 0 else "had not come back by the end"))
+    return s
 
 # %% ../nbs/06_report.ipynb #b48c7362
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
                 )->str:
-    "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, significance."
-    return (f"{c['model_a']} vs {c['model_b']}: accuracy {c['acc_a']:.1%} vs {c['acc_b']:.1%}, "
-            f"{100*c['diff']:+.1f} pts ({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), "
-            f"McNemar exact p {_fmt_p(c['p'])} (b={c['b']} images only {c['model_a']} got right, "
-            f"c={c['c']} only {c['model_b']}), "
-            f"{'significant' if c['significant'] else 'not significant'} at {c['alpha']:g}.")
+    "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, verdict."
+    verdict = (f"{c['model_a']} is significantly {'better' if c['diff'] > 0 else 'worse'}" if c['significant'] else
+               "not significant")
+    return (f"{c['model_a']} {c['acc_a']:.1%} vs {c['model_b']} {c['acc_b']:.1%}: {100*c['diff']:+.1f} pts "
+            f"({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), McNemar exact p {_fmt_p(c['p'])} "
+            f"({c['b']} images only the first got right, {c['c']} only the second): {verdict} at {c['alpha']:g}.")
 
 # %% ../nbs/06_report.ipynb #4a05ed50
 def noise_text(res:dict, # study.json content
@@ -203,9 +197,9 @@ def noise_text(res:dict, # study.json content
                 "a difference inside the bootstrap intervals may be the seed's.")
     t, v = m['test_accuracy'], m['valid_accuracy']
     spread = max(t) - min(t)
-    s = (f"Seed noise: the baseline recipe trained with seeds {', '.join(map(str, m['seeds']))} on this split "
-         f"(measured {m['measured']} on {m['machine']}) reached test accuracy {_pct(min(t))}–{_pct(max(t))}, a spread "
-         f"of {100*spread:.1f} pts from the seed alone ({100*(max(v) - min(v)):.1f} pts on validation).")
+    s = (f"Seed noise: the baseline recipe with seeds {', '.join(map(str, m['seeds']))} reached {_pct(min(t))}–"
+         f"{_pct(max(t))} test accuracy, a spread of {100*spread:.1f} pts ({100*(max(v) - min(v)):.1f} on validation; "
+         f"measured {m['measured']} on {m['machine']}).")
     return s + (' ' + seed_clause(res, diff) if diff is not None else '')
 
 def seed_clause(res:dict, # study.json content
@@ -216,9 +210,10 @@ def seed_clause(res:dict, # study.json content
     if not m: return ''
     spread, pts = max(m['test_accuracy']) - min(m['test_accuracy']), ' and '.join(f"{100*abs(d):.1f}" for d in diffs)
     n_over = sum(abs(d) > spread for d in diffs)
-    if len(diffs) == 1: return f"This difference, {pts} pts, is {'larger than' if n_over else 'within'} that spread."
+    if len(diffs) == 1:
+        return f"The difference, {pts} pts, is {'larger than' if n_over else 'within'} that spread."
     how = 'all larger than' if n_over == len(diffs) else 'all within' if not n_over else 'partly within'
-    return f"These differences, {pts} pts, are {how} that spread."
+    return f"The differences, {pts} pts, are {how} the seed spread of {100*spread:.1f} pts."
 
 # %% ../nbs/06_report.ipynb #37f8ec33
 ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
@@ -226,27 +221,24 @@ ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
 
 def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accuracy_hi)
                   )->str:
-    "How a test accuracy compares with each ELPV reference (`ELPV_REFS`), using its bootstrap interval."
-    parts = []
-    for name, acc in ELPV_REFS.items():
-        side = 'beats' if t['accuracy'] > acc else 'falls short of'
-        ci = ('outside the 95% CI' if not t['accuracy_lo'] <= acc <= t['accuracy_hi'] else
-              'inside the 95% CI, so not a clear difference')
-        parts.append(f"it {side} the {name} at {_pct(acc)} ({100*(t['accuracy']-acc):+.1f} pts; "
-                     f"the reference lies {ci})")
-    return "Against published ELPV results (another split and protocol, so a yardstick): " + '; '.join(parts) + '.'
+    "Where each published ELPV result (`ELPV_REFS`) lies against a test accuracy's bootstrap interval."
+    def where(acc):
+        if acc < t['accuracy_lo']: return 'below our 95% CI: a clear gain'
+        return 'above our 95% CI: a clear shortfall' if acc > t['accuracy_hi'] else 'inside our 95% CI: no clear difference'
+    return ("Published ELPV results, on other splits, are yardsticks: "
+            + '; '.join(f"the {name} at {_pct(acc)} lies {where(acc)}" for name, acc in ELPV_REFS.items()) + '.')
 
 # %% ../nbs/06_report.ipynb #0fd412f5
 def baseline_text(res:dict, # study.json content
                  )->str:
-    "Results of the pretrained baseline: best epoch, valid vs test scores, its curves, published references."
+    "Results of the pretrained baseline: its curves, the best checkpoint's validation and test scores, references."
     r = res['runs'][BASELINE]; b, t = r['best'], r['test']
-    p1 = (f"The baseline reached its best validation macro F1, {b['valid_f1']:.3f} (accuracy "
-          f"{_pct(b['valid_accuracy'])}), at epoch {b['epoch'] + 1}; that checkpoint scores {_pct(t['accuracy'])} test "
-          f"accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}) and macro F1 {t['f1_macro']:.3f} on "
-          f"{int(t['n'])} test images, {100*(t['accuracy']-b['valid_accuracy']):+.1f} pts from validation. Its curves: "
-          f"{fit_text(r['fit'])}")
-    return p1 + ("\n\n" + reference_text(t) if _is_elpv2(res) else '')
+    fit = fit_text(r['fit'])
+    p1 = (f"**Result.** {fit[0].upper() + fit[1:]}. That checkpoint (validation macro F1 {b['valid_f1']:.3f}, accuracy "
+          f"{_pct(b['valid_accuracy'])}) scores {_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–"
+          f"{_pct(t['accuracy_hi'])}), macro F1 {t['f1_macro']:.3f} and loss {t['log_loss']:.3f} on {int(t['n'])} test "
+          "images.")
+    return p1 + (" " + reference_text(t) if _is_elpv2(res) else '')
 
 # %% ../nbs/06_report.ipynb #1c36d798
 def lr_text(res:dict)->str:
@@ -255,39 +247,34 @@ def lr_text(res:dict)->str:
     if not e:
         return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
     lo, hi = sorted((e['valley'], e['slide']))
-    where = ('between the two suggestions' if lo <= e['lr'] <= hi else
-             'above both suggestions' if e['lr'] > hi else 'below both suggestions')
-    return (f"**Learning rate.** fastai's learning-rate finder, run on the baseline's {e['phase']} phase "
-            f"({e['num_it']} mini-batches of {e['bs']} at {e['size']} px, rate growing exponentially), suggests "
-            f"{e['valley']:.1e} (*valley*: the steepest useful descent) and {e['slide']:.1e} (*slide*: the last rate "
-            f"before the loss takes off). The baseline uses {e['lr']:g}, {where}; the finder only sees the new head's "
-            "first steps, so the sweep in section 4 tests a decade on each side with full training runs.")
+    where = 'between them' if lo <= e['lr'] <= hi else 'above both' if e['lr'] > hi else 'below both'
+    return (f"**Learning rate.** fastai's finder ({e['num_it']} mini-batches of the baseline's {e['phase']} phase) "
+            f"suggests {e['valley']:.1e} (*valley*, steepest descent) and {e['slide']:.1e} (*slide*, last rate before the "
+            f"loss takes off); the baseline's {e['lr']:g} lies {where}. The finder sees only the first steps, so "
+            "section 4 tests a decade on each side with full runs.")
 
 # %% ../nbs/06_report.ipynb #fd9e132e
 def strategy_text(res:dict)->str:
     "How the baseline was fine-tuned: new head, what stayed frozen and for how long, learning rates, optimiser."
     c, k = res['runs'][BASELINE]['config'], res['data']['n_classes']
-    head = (f"{c['freeze_epochs']} epoch(s) with the whole body frozen, so the new head's random gradients cannot wreck "
-            "the pretrained features, then " if c['freeze_epochs'] else "no head-only phase; ")
-    kept = (f"the stem and the first {c['keep_frozen'] - 1} blocks frozen throughout (generic edge and texture "
-            "detectors, and no backward pass through them)" if c['keep_frozen'] else "every layer trainable")
-    return (f"**Fine-tuning depth.** {c['arch']} with a new {k}-class head (dropout {c['dropout']:g}): {head}"
-            f"{c['epochs'] - c['freeze_epochs']} epoch(s) with {kept}. The trainable body learns at lr/{c['lr_mult']:g}, "
-            f"the head at lr = {c['lr']:g}, under a one-cycle schedule with AdamW "
-            f"(weight decay {c['wd']:g}), batch {c['bs']} at {c['size']} px.")
+    head = (f"{c['freeze_epochs']} epoch(s) of the head alone (so its random gradients cannot wreck the pretrained "
+            "features), then " if c['freeze_epochs'] else "no head-only phase; ")
+    kept = (f"the stem and first {c['keep_frozen'] - 1} blocks frozen (generic edge and texture detectors)"
+            if c['keep_frozen'] else "every layer trainable")
+    return (f"**Fine-tuning depth.** {c['arch']}, new {k}-class head (dropout {c['dropout']:g}); {head}"
+            f"{c['epochs'] - c['freeze_epochs']} epoch(s) with {kept}; the rest of the body learns at lr/{c['lr_mult']:g}, "
+            f"the head at lr = {c['lr']:g} (one-cycle, AdamW, weight decay {c['wd']:g}, batch {c['bs']}, {c['size']} px).")
 
 # %% ../nbs/06_report.ipynb #23c1e113
 def sweep_rationale(res:dict)->str:
     "Why the swept parameter and its three values (specific for the learning rate)."
     c = res['config']; vals = ', '.join(fmt_value(v) for v in c['values'])
     if c['param'] == 'lr':
-        return (f"**Why the learning rate, log-spaced ({vals}).** In fine-tuning the learning rate decides how far the "
-                "pretrained weights move: too low and the new head barely learns in a few epochs, too high and the "
-                "ImageNet features are destroyed. Its effect is multiplicative, so the values are a factor of 10 apart "
-                f"around the baseline's {c['lr']:g}; linear steps would test nearly the same setting three times. "
-                "Everything else stays as in the baseline.")
-    return (f"**Why {c['param']} ({vals}).** The three values span the useful range of {c['param']} for this model; "
-            "everything else stays as in the baseline, so any difference is due to this parameter alone.")
+        return (f"**Why the learning rate, log-spaced ({vals}).** It decides how far the pretrained weights move: too "
+                "low and the head barely learns in a few epochs, too high and the ImageNet features are lost. Its effect "
+                f"is multiplicative, so the values are a decade apart around the baseline's {c['lr']:g}.")
+    return (f"**Why {c['param']} ({vals}).** The three values span its useful range for this model; nothing else "
+            "changes, so a difference is this parameter's.")
 
 # %% ../nbs/06_report.ipynb #9b086024
 def plan_text(res:dict)->str:
@@ -312,27 +299,18 @@ def targets_text(res:dict)->str:
     "What the runs trained on: the class labels, or the experts' probabilities as soft targets."
     if not res['runs'][BASELINE]['config'].get('soft'):
         return "**Targets.** Every run trained on the class labels, with the cross-entropy loss."
-    return ("**Targets.** Every run trained on soft targets: the experts' defect probability (0, 1/3, 2/3 or 1) "
-            "instead of the label it is thresholded into at 0.5, with the cross-entropy against that probability, as "
-            "Deitsch et al. "
-            "(2019) trained. A cell the experts rated 2/3 asks the model for 2/3, not for certainty. Metrics, the best "
-            "epoch and every test result use the labels.")
+    return ("**Targets.** Every run learns soft targets, the experts' defect probability (0, 1/3, 2/3 or 1), with the "
+            "cross-entropy against it, as Deitsch et al. (2019) did: a cell rated 2/3 asks for 2/3, not certainty. Best "
+            "epochs and test metrics use the labels (defective at 0.5 or more).")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
-def _verdict(c:dict)->str:
-    "What one comparison's test shows, in a clause."
-    if not c['significant']:
-        return (f"with {c['b'] + c['c']} discordant images McNemar's test cannot separate {c['model_a']} from "
-                f"{c['model_b']}")
-    return f"{c['model_a']} is significantly {'better' if c['diff'] > 0 else 'worse'} than {c['model_b']} on test"
-
 def tuning_text(res:dict)->str:
     "What the sweep found: each value's scores and curves, the chosen variant, and whether tuning changed test accuracy."
     param, best, cmp = res['config']['param'], res['best_variant'], res['comparisons']['tuning']
-    lines = [f"- **{param} = {fmt_value(r['config'][param])}**: validation F1 {r['best']['valid_f1']:.3f}, test accuracy "
-             f"{_pct(r['test']['accuracy'])}; {fit_text(r['fit'])}" for r in map(res['runs'].get, variant_names(res))]
-    return ('\n'.join(lines) + f"\n\nBy validation macro F1 the sweep chooses **{best}**. {compare_text(cmp)} So "
-            f"{_verdict(cmp)}. " + noise_text(res, cmp['diff']))
+    lines = [f"- **{param} = {fmt_value(r['config'][param])}**: validation F1 {r['best']['valid_f1']:.3f}, test "
+             f"{_pct(r['test']['accuracy'])}; {fit_text(r['fit'])}." for r in map(res['runs'].get, variant_names(res))]
+    return ('\n'.join(lines) + f"\n\nThe sweep chooses **{best}**, the best validation macro F1. Against the baseline on "
+            f"test: {compare_text(cmp)} " + noise_text(res, cmp['diff']))
 
 # %% ../nbs/06_report.ipynb #c9cae578
 def models_table(res:dict)->pd.DataFrame:
@@ -356,23 +334,23 @@ def best_text(res:dict)->str:
             f"{_pct(t['balanced_accuracy'])}, Matthews correlation {t['mcc']:.3f}, macro F1 {t['f1_macro']:.3f}.")
 
 # %% ../nbs/06_report.ipynb #e9594755
-def _recall_clause(res:dict, a:str, b:str)->str:
-    "How often two models find the positive (rarer) class on test, e.g. defective cells."
+def _recall_sentence(res:dict, names:list)->str:
+    "Test recall of the positive (rarer) class for `names`, e.g. the share of defective cells each model finds."
     pos = positive_class(res['data']['classes'])
-    ra, rb = res['runs'].get(a, res['extras'].get(a))['test'], res['runs'][b]['test']
-    if f'recall_{pos}' not in ra: return ''
-    return f"; {a} finds {_pct(ra[f'recall_{pos}'])} of the {pos} test images, {b} {_pct(rb[f'recall_{pos}'])}"
+    key = f'recall_{pos}'
+    tests = [(res['runs'].get(n) or res['extras'][n])['test'] for n in names]
+    if any(key not in t for t in tests): return ''
+    return f"They find {', '.join(f'{_pct(t[key])} ({n})' for n, t in zip(names, tests))} of the {pos} test cells."
 
 def scratch_text(res:dict)->str:
     "Transfer-learning benefit: scratch CNN vs the better pretrained run and the best pretrained model, size and time."
     cmps = [c for k, c in res['comparisons'].items() if k.startswith('transfer')]
-    p1 = ' '.join(f"{compare_text(c)} So {_verdict(c)}{_recall_clause(res, c['model_a'], c['model_b'])}." for c in cmps)
-    p1 = f"{p1} {seed_clause(res, *(c['diff'] for c in cmps))}".strip()
+    p1 = ' '.join([*map(compare_text, cmps), _recall_sentence(res, [*dict.fromkeys(c['model_a'] for c in cmps), SCRATCH]),
+                   seed_clause(res, *(c['diff'] for c in cmps))]).strip()
     a = cmps[0]['model_a']; ra, rs = res['runs'][a], res['runs'][SCRATCH]
-    es = rs['fit']['last_epoch'] + 1
-    p2 = (f"The scratch CNN has {rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M for "
-          f"{ra['config']['arch']} and trained for the same {es} epochs in {rs['wall_time_s']/60:.1f} min against "
-          f"{ra['wall_time_s']/60:.1f} min. Its curves: {fit_text(rs['fit'])}")
+    p2 = (f"The scratch CNN ({rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M) trained the same "
+          f"{rs['fit']['last_epoch'] + 1} epochs in {rs['wall_time_s']/60:.1f} min against {ra['wall_time_s']/60:.1f}; "
+          f"{fit_text(rs['fit'])}.")
     return p1 + "\n\n" + p2
 
 # %% ../nbs/06_report.ipynb #87d9d7d8
@@ -399,8 +377,13 @@ def _peak(row, p:str='')->str:
 
 def _shares(row, p:str='')->str:
     "The map's heat on busbars, edges and defect-like dark pixels, in words."
-    return (f"heat on busbars {row[p + 'heat_busbars']:.0%}, edges {row[p + 'heat_edges']:.0%}, dark defect-like "
+    return (f"heat: busbars {row[p + 'heat_busbars']:.0%}, edges {row[p + 'heat_edges']:.0%}, dark defect-like "
             f"pixels {row[p + 'heat_defect_dark']:.0%} ({row['area_defect_dark']:.1%} of the cell)")
+
+def _darkest(row)->str:
+    "Where the cell's darkest defect-like region is, for a map that does not peak on it ('' when it does)."
+    if row['peak_on'] == 'dark region': return ''
+    return f"; darkest defect-like region: {_dark(row)}" if _dark(row) else "; no defect-like dark region"
 
 # %% ../nbs/06_report.ipynb #5bbf5711
 def case_caption(row, # a row of gradcam_cases.csv
@@ -416,64 +399,57 @@ def case_caption(row, # a row of gradcam_cases.csv
     if pd.isna(row.get('heat_defect_dark')):                          # not a solar cell: plain regions
         return s[0] + (f" Peak at ({row['peak_row']:.2f}, {row['peak_col']:.2f}); "
                        f"{row['heat_edges']:.0%} of the heat near the image's edges.")
-    s.append(f"Peak {_peak(row)}; {_shares(row)}.")
-    if row['peak_on'] != 'dark region':
-        s.append(f"Darkest defect-like region: {_dark(row)}." if _dark(row) else
-                 f"No dark region of 0.2% of the cell or more outside busbars and edges.")
+    s.append(f"Peak {_peak(row)}{_darkest(row)}; {_shares(row)}.")
     return ' '.join(s)
 
 # %% ../nbs/06_report.ipynb #5399fe3c
 def _label_sentence(row)->str:
     "How certain the label is and how confident the wrong prediction was."
-    conf = "high confidence" if row['prob'] >= .8 else "near the decision boundary"
-    if not _level(row): return f"{row['pred'].capitalize()} at p={row['prob']:.2f} ({conf}) for a {row['label']} image."
+    conf = "confidently" if row['prob'] >= .8 else "near the boundary"
+    call = f"{row['pred']} at p={row['prob']:.2f}, {conf}"
+    if not _level(row): return f"{call[0].upper() + call[1:]}, for a {row['label']} image."
     if is_ambiguous(row['proba']):
-        return (f"The experts rated this cell {_level(row)}, so the label {row['label']} is uncertain: {row['pred']} at "
-                f"p={row['prob']:.2f} ({conf}) is a borderline call.")
-    return (f"Certain label (expert probability {_level(row)}): {row['pred']} at p={row['prob']:.2f} ({conf}) is a "
-            "genuine model failure.")
+        return f"Ambiguous label (the experts rated it {_level(row)}): {call}, against a label they themselves doubted."
+    return f"Certain label (expert probability {_level(row)}): {call}, a genuine model failure."
 
 MIN_DROP = 0.05 # a drop of p(pred) below this, removing the map's top pixels, counts as barely changing the decision
 
 def _road_sentence(row)->str:
     "What removing the map's most relevant pixels does to the prediction, against random maps (ROAD)."
     nums = (f"removing its top pixels moves p({row['pred']}) by {-row['morf_cam']:+.2f} "
-            f"(ROAD {row['road_cam']:+.3f} vs {row['road_random']:+.3f} for random maps)")
+            f"(ROAD {row['road_cam']:+.3f}, random maps {row['road_random']:+.3f})")
     if row['morf_cam'] < MIN_DROP:
         how = "barely a change" if row['morf_cam'] > -MIN_DROP else f"evidence against {row['pred']}, not for it"
         return f"Not what decides: {nums}, {how}."
     if row['road_faithful']: return f"Faithful: {nums}, so this area drives the decision."
     return f"Not faithful: {nums}, no better than chance: it shows where the model looked, not what decided."
 
-def _true_map_sentence(row)->str:
-    "What the map of the true class shows: the evidence the model found for the right answer."
+def _true_map_clause(row)->str:
+    "What the map of the true class shows, as a clause: the evidence the model found for the right answer."
     if pd.isna(row.get('true_peak_on')): return ''
-    if row['true_map_empty']: return f"The {row['label']} map is empty: no evidence for the true class."
-    return (f"The {row['label']} map peaks {_peak(row, 'true_')} ({row['true_heat_defect_dark']:.0%} of its heat on "
-            "dark defect-like pixels).")
+    if row['true_map_empty']: return f"; the {row['label']} map is empty, no evidence for the true class"
+    return f"; the {row['label']} map peaks {_peak(row, 'true_')} ({row['true_heat_defect_dark']:.0%} on dark ones)"
 
 def _neighbour_sentence(row)->str:
     "The nearest training cells in the model's feature space, their labels and what they say about this error."
     if pd.isna(row.get('nn_labels')): return ''
     labels = str(row['nn_labels']).split(';')
     proba = str(row['nn_proba']).split(';') if not pd.isna(row.get('nn_proba', np.nan)) else [''] * len(labels)
-    nb = ', '.join(f"{l}" + (f" ({p})" if p else '') for l, p in zip(labels, proba))
+    kinds = pd.Series([l + (f" ({p})" if p else '') for l, p in zip(labels, proba)]).value_counts(sort=False)
+    nb = ', '.join(k + (f" ×{n}" if n > 1 else '') for k, n in kinds.items())
     same = row['nn_same_pred_share']
-    why = "a look-alike of the predicted class" if same > .5 else "they carry the true label: not a look-alike"
-    return (f"Nearest training cells (cosine {row['nn_sim']:.2f}): {nb}; {same:.0%} labelled {row['pred']}, {why}.")
+    why = f"a look-alike of {row['pred']} cells" if same > .5 else f"mostly {row['label']}: not a look-alike"
+    return f"Nearest training cells (cosine {row['nn_sim']:.2f}): {nb}, {why}."
 
 def _heat_sentence(row, pos:str)->str:
-    "What lies under the heat of a wrong prediction and the cell's darkest defect-like region, read against the error."
+    "Under the heat of a wrong prediction: the predicted map, the cell's darkest defect-like region, the true map."
     if row['map_empty']: return f"The map of {row['pred']} is empty: no positive evidence at the layer."
     if pd.isna(row.get('heat_defect_dark')):
         return f"The heat peak lies at ({row['peak_row']:.2f}, {row['peak_col']:.2f})."
     s = f"The {row['pred']} map peaks {_peak(row)}"
     if row['pred'] == pos and row['peak_on'] in ('busbar', 'edge'): s += ", a structure every cell has"
-    s += f"; {_shares(row)}"
-    if row['peak_on'] != 'dark region':
-        s += (f"; darkest defect-like region: {_dark(row)}" if _dark(row) else
-              "; no defect-like dark region" + (", nothing defect-like at this scale" if row['pred'] == pos else ''))
-    return s + '.'
+    s += _darkest(row) + (", nothing defect-like at this scale" if row['pred'] == pos and not _dark(row) else '')
+    return s + f"; {_shares(row)}{_true_map_clause(row)}."
 
 # %% ../nbs/06_report.ipynb #6a8c35f0
 def case_analysis(row, # a misclassified row of gradcam_cases.csv
@@ -481,7 +457,7 @@ def case_analysis(row, # a misclassified row of gradcam_cases.csv
                  )->str:
     "An error's analysis from its own facts: label, confidence, heat, true-class map, faithfulness, neighbours."
     pos = positive_class(sorted({row['label'], row['pred']})) if pos is None else pos
-    parts = [_label_sentence(row), _heat_sentence(row, pos), _true_map_sentence(row)]
+    parts = [_label_sentence(row), _heat_sentence(row, pos)]
     if not row['map_empty']: parts.append(_road_sentence(row))
     return ' '.join(p for p in parts + [_neighbour_sentence(row)] if p)
 
@@ -500,8 +476,8 @@ def _layer_sentence(g:dict)->str:
     "The layer choice from the per-layer evidence."
     if not g.get('layers'): return ''
     l = next(l for l in g['layers'] if l['layer'] == g['layer'])
-    return (f"The maps come from layer {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), "
-            f"chosen from the {len(g['layers'])} candidates in the table above by the rule: {LAYER_RULE}.")
+    return (f"**Layer.** {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), chosen from the "
+            f"{len(g['layers'])} candidates in the table above as {LAYER_RULE}.")
 
 def _reliance_sentence(g:dict)->str:
     "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
@@ -509,47 +485,42 @@ def _reliance_sentence(g:dict)->str:
     bd, dd = g['heat_by_design'] / g['area_by_design'], g['heat_defect_dark'] / max(g['area_defect_dark'], 1e-9)
     n_dark = g['peak_on'].get('dark region', 0) + g['peak_on'].get('dark spot', 0)
     n_design = g['peak_on'].get('busbar', 0) + g['peak_on'].get('edge', 0)
-    verdict = ("per unit of area the maps weigh these dark-by-design structures more than defect-like pixels, a "
-               "sign of reliance on busbars and edges" if bd > max(dd, 1) else
-               "per unit of area the maps weigh defect-like dark pixels more than busbars and edges" if dd > max(bd, 1)
+    verdict = ("per unit of area the maps favour these dark-by-design structures over defect-like pixels, a sign of "
+               "reliance on busbars and edges" if bd > max(dd, 1) else
+               "per unit of area the maps favour defect-like dark pixels over busbars and edges" if dd > max(bd, 1)
                else "per unit of area neither gets more than its share")
-    return (f"Across the {g['n_cases']} explained cells, {g['heat_by_design']:.0%} of the heat lies on busbars and "
-            f"edges ({g['area_by_design']:.0%} of the area, {bd:.1f}x its share) against "
-            f"{g['heat_defect_dark']:.0%} on defect-like dark pixels ({g['area_defect_dark']:.1%} of the area, "
-            f"{dd:.1f}x), and the heat peak falls on a dark defect-like region in {n_dark} of the {g['n_cases']} "
-            f"cases and on a busbar or edge in {n_design}: {verdict}.")
+    return (f"**Reliance.** Over the {g['n_cases']} cells, {g['heat_by_design']:.0%} of the heat lies on busbars and "
+            f"edges ({g['area_by_design']:.0%} of the area, {bd:.1f}x its share) and {g['heat_defect_dark']:.0%} on "
+            f"defect-like dark pixels ({g['area_defect_dark']:.1%}, {dd:.1f}x); the peak falls on a dark defect-like "
+            f"region in {n_dark} cases and on a busbar or edge in {n_design}: {verdict}.")
 
 
 # %% ../nbs/06_report.ipynb #ae37efdb
+def _errors_sentence(tabs:dict)->str:
+    "The explained model's test errors by expert probability and by cell type, from `error_tables`."
+    parts = []
+    if 'expert probability' in tabs:
+        e = tabs['expert probability']
+        parts.append("**Errors by label certainty.** Error rate at expert probability "
+                     + ', '.join(f"{lv}: {r.error_rate:.0%} of {int(r.n)}" for lv, r in e.iterrows() if r.n)
+                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts "
+                     f"rated 1/3 or 2/3, {e.loc[['0', '1'], 'errors'].sum()} on certain labels.")
+    if 'cell type' in tabs:
+        parts.append("By cell type: " + ', '.join(f"{v} {r.accuracy:.1%} accuracy ({int(r.errors)} of {int(r.n)} wrong)"
+                                                  for v, r in tabs['cell type'].iterrows()) + '.')
+    return ' '.join(parts)
+
 def gradcam_text(res:dict, out:Path)->str:
     "Grad-CAM observations: layer choice, faithfulness, reliance on busbars and edges, limits, errors by metadata."
     g = res['gradcam']; r = g['road']
-    kinds = ', '.join(f"{n} {k}" for k, n in g['error_kinds'].items())
-    p1 = ' '.join(s for s in [
-        _layer_sentence(g),
-        f"{g['n_cases']} cases of {g['run']} were explained, {g['n_errors']} of them misclassified "
-        f"({kinds or 'none'}).",
-        f"ROAD scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for random maps, better "
-        f"in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
-        + ("the maps point at evidence the model actually uses." if g['faithful']
-           else "not enough to call them more faithful than chance, so read them with care."),
-        _reliance_sentence(g),
-        (f"Limits: a map cell covers {g['cell_px']:.0f} px of the {g['cell_px'] * g['map_grid']:.0f} px input, while a "
-         f"crack is a few pixels wide, and {g['n_cases']} cases illustrate rather than measure."
-         if g.get('cell_px') else '')] if s)
-    tabs, parts = error_tables(res, out), []
-    if 'expert probability' in tabs:
-        e = tabs['expert probability']
-        parts.append("Error rate by expert probability: "
-                     + ', '.join(f"{lv}: {r.error_rate:.0%} of {int(r.n)}" for lv, r in e.iterrows() if r.n)
-                     + f"; {e.loc[['1/3', '2/3'], 'errors'].sum()} of {e.errors.sum()} errors are on cells the experts "
-                     f"themselves rated 1/3 or 2/3 (ambiguous labels), the other {e.loc[['0', '1'], 'errors'].sum()} "
-                     "are model failures on certain labels.")
-    if 'cell type' in tabs:
-        parts.append("By cell type: "
-                     + ', '.join(f"{v} accuracy {r.accuracy:.1%} ({int(r.errors)} errors of {int(r.n)})"
-                                 for v, r in tabs['cell type'].iterrows()) + '.')
-    return p1 + ("\n\n" + ' '.join(parts) if parts else '')
+    road = (f"**Faithfulness.** ROAD scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for "
+            f"random maps, better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
+            + ("the maps point at evidence the model uses." if g['faithful']
+               else "not more faithful than chance, so read them with care."))
+    limits = (f"**Limits.** A map cell covers {g['cell_px']:.0f} px of the {g['cell_px'] * g['map_grid']:.0f} px input, "
+              f"wider than a crack, and {g['n_cases']} cases illustrate rather than measure." if g.get('cell_px') else '')
+    paras = [_layer_sentence(g), road, _reliance_sentence(g), limits, _errors_sentence(error_tables(res, out))]
+    return '\n\n'.join(p for p in paras if p)
 
 # %% ../nbs/06_report.ipynb #88a06a8a
 def class_recalls(res:dict, name:str)->dict:
@@ -565,31 +536,29 @@ def comparison_text(res:dict)->str:
     pos = positive_class(res['data']['classes'])
     rec = {n: res['runs'][n]['test'].get(f'recall_{pos}') for n in tab.index}
     top, fast = tab.index[0], tab['train min'].idxmin()
-    trade = (f"The fastest run, {fast}, trained in {tab.loc[fast, 'train min']:.1f} min; the most accurate on test, "
-             f"{top}, in {tab.loc[top, 'train min']:.1f} min" + ('.' if top != fast else ', so there is no trade-off.'))
-    weak = (f" Recall of the {pos} class, the one that matters for inspection, ranges from "
-            f"{_pct(min(rec.values()))} ({min(rec, key=rec.get)}) to {_pct(max(rec.values()))} ({max(rec, key=rec.get)})."
-            if None not in rec.values() else '')
-    return f"On the {int(res['runs'][top]['test']['n'])} test images: {rank}.{weak} {trade}"
+    trade = (f"Fastest: {fast}, {tab.loc[fast, 'train min']:.1f} min of training; most accurate: {top}, "
+             f"{tab.loc[top, 'train min']:.1f} min" + ('.' if top != fast else ', so no trade-off.'))
+    weak = (f" Recall of the {pos} class ranges from {_pct(min(rec.values()))} ({min(rec, key=rec.get)}) to "
+            f"{_pct(max(rec.values()))} ({max(rec, key=rec.get)})." if None not in rec.values() else '')
+    return f"Test accuracy on {int(res['runs'][top]['test']['n'])} images: {rank}.{weak} {trade}"
 
 # %% ../nbs/06_report.ipynb #110fb33c
 def next_steps(res:dict, out:Path)->list:
     "Improvements the study's own facts point to: resolution, epochs, over-fitting, ambiguous labels."
     steps, runs, c = [], res['runs'], res['runs'][BASELINE]['config']
     if c['size'] < 224:
-        steps.append(f"train at 224–300 px instead of {c['size']} px: cracks are lines a few pixels wide that "
-                     "downsampling thins out")
+        steps.append(f"train at 224–300 px instead of {c['size']} px: a crack is a few pixels wide")
     if rising := [n for n, r in runs.items() if r['fit']['improving_at_end']]:
         steps.append(f"train longer: {', '.join(rising)} still improved in their last epoch")
     if over := [n for n, r in runs.items() if not r['fit']['improving_at_end'] and r['fit']['epochs_after_best']
                 and r['fit']['valid_acc_drop_after_best'] > 0 and r['fit']['train_acc_gain_after_best'] > 0]:
-        steps.append(f"stop earlier or regularise more (stronger augmentation, weight decay): {', '.join(over)} lost "
-                     "validation accuracy after their best epoch while training accuracy kept rising")
+        steps.append(f"stop earlier or regularise more: {', '.join(over)} lost validation accuracy after their best "
+                     "epoch while training accuracy rose")
     tabs = error_tables(res, out)
     if 'expert probability' in tabs and (e := tabs['expert probability']).errors.sum():
         amb = e.loc[['1/3', '2/3'], 'errors'].sum()/e.errors.sum()
-        steps.append(f"report accuracy on the certain labels separately, or have the ambiguous cells rated again: "
-                     f"{amb:.0%} of the explained model's test errors are on cells the experts rated 1/3 or 2/3")
+        steps.append(f"score the certain labels apart, or have the ambiguous cells rated again: they hold {amb:.0%} "
+                     "of the explained model's test errors")
     return steps
 
 def conclusion_text(res:dict, out:Path)->str:

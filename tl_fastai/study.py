@@ -448,14 +448,14 @@ def _stored_results(out:Path)->dict|None:
 def runs_table(res:dict, # study.json content
                names:list|None=None, # runs to show; None: all
               )->pd.DataFrame:
-    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, training minutes."
+    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, loss, training minutes."
     rows = {}
     for n in names or res['runs']:
         r = res['runs'][n]; b, t = r['best'], r['test']
         rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
                    'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
                    'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
-                   'ROC-AUC': t['roc_auc'], 'train min': r['wall_time_s']/60}
+                   'ROC-AUC': t['roc_auc'], 'test loss': t['log_loss'], 'train min': r['wall_time_s']/60}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
 # %% ../nbs/05_study.ipynb #68bf95f2
