@@ -8,6 +8,7 @@ import argparse, dataclasses, sys, warnings
 from pathlib import Path
 from .data import explore, summary_table
 from fastcore.docments import docments
+from fastai.distributed import teardown_distrib
 from .study import PRESETS, StudyConfig, run_study
 import contextlib
 from .core import NOTEBOOK, STUDY_JSON, InputError, UserError, check_can_write, read_json, study_lock
@@ -182,6 +183,7 @@ def main(argv:list|None=None, # arguments; None: sys.argv[1:]
     except UserError as e:          # what a user can act on: one sentence, no traceback; a bug keeps its traceback
         print(f"tl-fastai {args.command}: {e}", file=sys.stderr)
         return 2
+    finally: teardown_distrib()     # a data-parallel run frees its process group before the interpreter exits
     return 0
 
 # %% ../nbs/09_cli.ipynb #505e3662
