@@ -161,8 +161,8 @@ def _after_best(f:dict)->str:
     if f['improving_at_end']:
         return f", still improving (+{f['last_gain']:.3f} macro F1 in the last epoch): under-trained, not worse"
     if f['epochs_after_best'] and f['valid_acc_drop_after_best'] > 0 and f['train_acc_gain_after_best'] > 0:
-        return (f"; after it validation accuracy fell {100*f['valid_acc_drop_after_best']:.1f} pts while training "
-                f"accuracy rose to {_pct(f['train_accuracy'])}: over-fitting, which the best-epoch checkpoint avoids")
+        return (f", then validation accuracy fell {100*f['valid_acc_drop_after_best']:.1f} pts as training accuracy rose "
+                f"to {_pct(f['train_accuracy'])}: over-fitting")
     return "; no gain after it" if f['epochs_after_best'] else ''
 
 def fit_text(f:dict, # a run's fit and convergence facts (`tl_fastai.study.run_fit`)
@@ -171,8 +171,8 @@ def fit_text(f:dict, # a run's fit and convergence facts (`tl_fastai.study.run_f
     s = f"best epoch {f['best_epoch'] + 1} of {f['last_epoch'] + 1}" + _after_best(f)
     if f['spike_epoch'] >= 0:
         back = f['spike_recovered_epoch']
-        s += (f"; the validation loss jumped {f['spike_rise']:.0%} at epoch {f['spike_epoch'] + 1} and "
-              + (f"was back by epoch {back + 1}" if back >= 0 else "had not come back by the end"))
+        s += (f"; validation loss +{f['spike_rise']:.0%} at epoch {f['spike_epoch'] + 1}, "
+              + (f"back by epoch {back + 1}" if back >= 0 else "not back by the end"))
     return s
 
 # %% ../nbs/06_report.ipynb #b48c7362
@@ -197,9 +197,9 @@ def noise_text(res:dict, # study.json content
                 "a difference inside the bootstrap intervals may be the seed's.")
     t, v = m['test_accuracy'], m['valid_accuracy']
     spread = max(t) - min(t)
-    s = (f"Seed noise: the baseline recipe with seeds {', '.join(map(str, m['seeds']))} reached {_pct(min(t))}–"
-         f"{_pct(max(t))} test accuracy, a spread of {100*spread:.1f} pts ({100*(max(v) - min(v)):.1f} on validation; "
-         f"measured {m['measured']} on {m['machine']}).")
+    s = (f"Seeds {', '.join(map(str, m['seeds']))} of the baseline recipe give {_pct(min(t))}–{_pct(max(t))} test "
+         f"accuracy, a seed spread of {100*spread:.1f} pts ({100*(max(v) - min(v)):.1f} on validation; measured "
+         f"{m['measured']} on {m['machine']}).")
     return s + (' ' + seed_clause(res, diff) if diff is not None else '')
 
 def seed_clause(res:dict, # study.json content
@@ -216,17 +216,17 @@ def seed_clause(res:dict, # study.json content
     return f"The differences, {pts} pts, are {how} the seed spread of {100*spread:.1f} pts."
 
 # %% ../nbs/06_report.ipynb #37f8ec33
-ELPV_REFS = {'fine-tuned VGG-19 (Deitsch et al. 2019, 75/25 split)': 0.8842,
-             'SVM on hand-crafted features (Deitsch et al. 2019, 75/25 split)': 0.8244}
+ELPV_REFS = {'fine-tuned VGG-19': 0.8842, 'SVM on hand-crafted features': 0.8244}
+# test accuracy of the published ELPV models (Deitsch et al. 2019, a 75/25 split of the same images)
 
 def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accuracy_hi)
                   )->str:
     "Where each published ELPV result (`ELPV_REFS`) lies against a test accuracy's bootstrap interval."
     def where(acc):
-        if acc < t['accuracy_lo']: return 'below our 95% CI: a clear gain'
-        return 'above our 95% CI: a clear shortfall' if acc > t['accuracy_hi'] else 'inside our 95% CI: no clear difference'
-    return ("Published ELPV results, on other splits, are yardsticks: "
-            + '; '.join(f"the {name} at {_pct(acc)} lies {where(acc)}" for name, acc in ELPV_REFS.items()) + '.')
+        if acc < t['accuracy_lo']: return 'below our 95% CI'
+        return 'above our 95% CI' if acc > t['accuracy_hi'] else 'inside our 95% CI'
+    return ("Published on another split of ELPV (Deitsch et al. 2019): "
+            + '; '.join(f"the {name} at {_pct(acc)}, {where(acc)}" for name, acc in ELPV_REFS.items()) + '.')
 
 # %% ../nbs/06_report.ipynb #0fd412f5
 def baseline_text(res:dict, # study.json content
@@ -248,10 +248,9 @@ def lr_text(res:dict)->str:
         return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
     lo, hi = sorted((e['valley'], e['slide']))
     where = 'between them' if lo <= e['lr'] <= hi else 'above both' if e['lr'] > hi else 'below both'
-    return (f"**Learning rate.** fastai's finder ({e['num_it']} mini-batches of the baseline's {e['phase']} phase) "
-            f"suggests {e['valley']:.1e} (*valley*, steepest descent) and {e['slide']:.1e} (*slide*, last rate before the "
-            f"loss takes off); the baseline's {e['lr']:g} lies {where}. The finder sees only the first steps, so "
-            "section 4 tests a decade on each side with full runs.")
+    return (f"**Learning rate.** fastai's finder suggests {e['valley']:.1e} (*valley*) and {e['slide']:.1e} (*slide*); "
+            f"the baseline's {e['lr']:g} lies {where}. It sees only {e['num_it']} mini-batches of the {e['phase']} phase, "
+            "so section 4 tests a decade on each side with full runs.")
 
 # %% ../nbs/06_report.ipynb #fd9e132e
 def strategy_text(res:dict)->str:
@@ -299,9 +298,8 @@ def targets_text(res:dict)->str:
     "What the runs trained on: the class labels, or the experts' probabilities as soft targets."
     if not res['runs'][BASELINE]['config'].get('soft'):
         return "**Targets.** Every run trained on the class labels, with the cross-entropy loss."
-    return ("**Targets.** Every run learns soft targets, the experts' defect probability (0, 1/3, 2/3 or 1), with the "
-            "cross-entropy against it, as Deitsch et al. (2019) did: a cell rated 2/3 asks for 2/3, not certainty. Best "
-            "epochs and test metrics use the labels (defective at 0.5 or more).")
+    return ("**Targets.** Soft: every run learns the experts' defect probability (0, 1/3, 2/3, 1), as Deitsch et al. "
+            "(2019) did, so a cell rated 2/3 asks for 2/3, not certainty; best epochs and test metrics use the labels.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
 def tuning_text(res:dict)->str:
@@ -476,8 +474,8 @@ def _layer_sentence(g:dict)->str:
     "The layer choice from the per-layer evidence."
     if not g.get('layers'): return ''
     l = next(l for l in g['layers'] if l['layer'] == g['layer'])
-    return (f"**Layer.** {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), chosen from the "
-            f"{len(g['layers'])} candidates in the table above as {LAYER_RULE}.")
+    return (f"**Layer.** {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), of the "
+            f"{len(g['layers'])} in the table: {LAYER_RULE}.")
 
 def _reliance_sentence(g:dict)->str:
     "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
