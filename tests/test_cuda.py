@@ -9,7 +9,8 @@ from fastai.optimizer import OptimWrapper
 from tl_fastai.core import amp_dtype
 from tl_fastai.data import elpv_subset, get_dls, prepare_split
 from tl_fastai.study import StudyConfig, run_predictions, run_study
-from tl_fastai.train import RunConfig, build_learner, load_checkpoint, read_checkpoint, train_run
+from tl_fastai.checkpoint import load_checkpoint, read_checkpoint
+from tl_fastai.train import RunConfig, build_learner, train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 RUNS = ['baseline_pretrained', 'tuned_variant_lr_0.0001', 'tuned_variant_lr_0.001', 'tuned_variant_lr_0.01', 'cnn_scratch']

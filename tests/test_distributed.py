@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd, pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tl_fastai.data import elpv_subset, prepare_split
-from tl_fastai.train import load_checkpoint
+from tl_fastai.checkpoint import load_checkpoint
 
 pytest.importorskip('accelerate')
 RUNS = ['baseline_pretrained', 'tuned_variant_lr_0.0001', 'tuned_variant_lr_0.001', 'tuned_variant_lr_0.01', 'cnn_scratch']

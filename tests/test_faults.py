@@ -4,7 +4,7 @@ import hashlib, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import pandas as pd, pytest
 from tl_fastai.data import elpv_subset
-from tl_fastai.train import load_checkpoint
+from tl_fastai.checkpoint import load_checkpoint
 
 CLI = str(Path(sys.executable).with_name('tl-fastai'))
 RUNS = ['baseline_pretrained', 'tuned_variant_lr_0.0001', 'tuned_variant_lr_0.001', 'tuned_variant_lr_0.01', 'cnn_scratch']

@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from .core import (BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, InputError, MissingError, atomic_write, best_checkpoint,
                             check_can_write, read_json, write_csv)
 from .data import get_dls, load_source, read_split
-from .train import load_checkpoint
+from .checkpoint import load_checkpoint
 from .evaluate import flips, predict
 from .gradcam import cam_figure, case_facts, grad_cam
 

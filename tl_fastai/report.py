@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, timm
 from .core import (ALPHA, BASELINE, GRADCAM_CASES, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
                             is_ambiguous, is_variant, proba_level, best_checkpoint, positive_class)
-from .train import TB_TAGS, load_checkpoint
+from .train import TB_TAGS
+from .checkpoint import load_checkpoint
 from .models import count_macs
 from .evaluate import FIT_TOL, error_by_expert_proba, slice_metrics, plot_curves
 from .gradcam import LAYER_RULE

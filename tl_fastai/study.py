@@ -18,7 +18,8 @@ from .core import (BASELINE, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON
                             TEST_PREDICTIONS, DiskFullError, InputError, StateFileError, check_can_write, free_mb,
                             is_variant, read_json, save_fig, study_lock, write_csv, write_json, best_checkpoint)
 from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
-from .train import (RunConfig, train_run, load_checkpoint, read_checkpoint, sweep_configs, best_variant,
+from .checkpoint import load_checkpoint, read_checkpoint
+from .train import (RunConfig, train_run, sweep_configs, best_variant,
                              environment, main_first, is_ddp, build_learner, norm_for, run_state, read_history)
 from sklearn.metrics import f1_score
 from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, convergence_facts, plot_curves,

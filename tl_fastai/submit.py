@@ -11,7 +11,7 @@ import nbformat
 import re
 from .core import BASELINE, BEST_CKPT, CKPT, LOCK, NOTEBOOK, SCRATCH, STUDY_JSON, InputError
 from .core import atomic_write, is_variant, read_json, study_lock
-from .train import load_checkpoint, CheckpointError
+from .checkpoint import load_checkpoint, CheckpointError
 from .notebook import notebook_errors
 from .bootstrap import requirements
 

@@ -4,17 +4,16 @@
 
 # %% ../nbs/02_train.ipynb #07acc685
 from __future__ import annotations
-import dataclasses, inspect, os, platform, random, shutil, sys, time, warnings
+import dataclasses, inspect, os, platform, shutil, sys, time, warnings
 from functools import partial
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
 from sklearn import metrics as skm
-from fastcore.basics import ifnone, patch
-from fastcore.foundation import L
+from fastcore.basics import patch
 from fastcore.imports import in_notebook
 from fastai.learner import Learner, AvgSmoothLoss
 from fastai.callback.core import Callback
@@ -25,19 +24,18 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import OptimWrapper, ranger
 from fastai.torch_core import set_seed, rank_distrib, num_distrib, to_float
 from fastai.distributed import DistributedDL, DistributedTrainer, rank0_first
-from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, InputError, MissingError, StateFileError, UserError, amp_dtype,
+from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, InputError, StateFileError, amp_dtype,
                             atomic_save, positive_class, read_json, train_amp_dtype, variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
+from .checkpoint import RESUME_KEYS, _plain, checkpoint_dict, load_opt_state, read_checkpoint, set_rng_states
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'PROGRESS_EVERY', 'CKPT_FORMAT', 'RESUME_KEYS', 'TB_TAGS', 'torch_opt',
-           'RunConfig', 'LabelMetric', 'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups',
-           'DeviceSmoothLoss', 'HostLosses', 'freeze_stages', 'SoftTargetLoss', 'build_learner', 'rng_states',
-           'set_rng_states', 'state_on_params', 'CheckpointError', 'load_opt_state', 'checkpoint_dict',
-           'read_checkpoint', 'load_checkpoint', 'log_scalars', 'open_writer', 'log_hparams', 'epoch_line',
-           'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp', 'main_first',
-           'sync_batchnorm', 'ScalerState', 'train_run', 'sweep_configs', 'best_variant']
+__all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'PROGRESS_EVERY', 'TB_TAGS', 'torch_opt', 'RunConfig', 'LabelMetric',
+           'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups', 'DeviceSmoothLoss', 'HostLosses',
+           'freeze_stages', 'SoftTargetLoss', 'build_learner', 'log_scalars', 'open_writer', 'log_hparams',
+           'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp',
+           'main_first', 'sync_batchnorm', 'ScalerState', 'train_run', 'sweep_configs', 'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 _TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
@@ -203,138 +201,6 @@ def after_batch(self:ProgressCallback):
     self.pbar.update(self.iter+1)
     if hasattr(self, 'smooth_loss') and (self.iter % PROGRESS_EVERY == 0 or self.iter + 1 == self.n_iter):
         self.pbar.comment = f'{self.smooth_loss.item():.4f}'
-
-# %% ../nbs/02_train.ipynb #6cfe1b88
-def _plain(o):
-    "`o` with fastcore `L`s, tuples and NumPy values turned into plain lists, dicts and numbers."
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == 'L': return [_plain(v) for v in o]
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, torch.Tensor): return o.detach().cpu().clone()
-    return o
-
-# %% ../nbs/02_train.ipynb #34a8463b
-def _bare(model:nn.Module)->nn.Module: return getattr(model, 'module', model)  # the model inside a DDP wrapper
-
-# %% ../nbs/02_train.ipynb #fb5a0b95
-def _shuffler(learn:Learner):
-    "The training DataLoader that owns the shuffling random state (inside fastai's DistributedDL under DDP)."
-    dl = learn.dls.train
-    return dl.dl if isinstance(dl, DistributedDL) else dl
-
-def rng_states(learn:Learner)->dict:
-    "Python, NumPy, torch (CPU and every GPU) and DataLoader random states, as plain values."
-    st = np.random.get_state()
-    return dict(python=_plain(random.getstate()), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
-                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                dl=_plain(_shuffler(learn).rng.getstate()))
-
-# %% ../nbs/02_train.ipynb #40c1f275
-def set_rng_states(learn:Learner, st:dict):
-    "Restore what `rng_states` saved (the GPUs' states when this machine has as many GPUs, else says it cannot)."
-    random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
-    np.random.set_state((st['numpy'][0], st['numpy'][1].numpy(), *st['numpy'][2:]))
-    torch.set_rng_state(st['torch'])
-    cuda, n = st.get('cuda') or [], torch.cuda.device_count()
-    if cuda and len(cuda) == n: torch.cuda.set_rng_state_all(cuda)
-    elif cuda:
-        warnings.warn(f"The checkpoint was written on {len(cuda)} GPU(s) and this machine has {n}: their random "
-                      "states are not restored, so the resumed run does not repeat an uninterrupted one exactly.")
-    _shuffler(learn).rng.setstate((st['dl'][0], tuple(st['dl'][1]), st['dl'][2]))
-
-# %% ../nbs/02_train.ipynb #f5e13538
-def state_on_params(state:dict, # fastai `Optimizer.state`: {parameter: {name: value}}
-                   )->dict:
-    "Move each state tensor to its parameter's device, floating ones to its dtype (a loaded state stays where loaded)."
-    for p, st in state.items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor): st[k] = v.to(p.device, dtype=p.dtype if v.is_floating_point() else v.dtype)
-    return state
-
-# %% ../nbs/02_train.ipynb #829d8cd0
-class CheckpointError(UserError, ValueError):
-    "A file that is not a usable tl_fastai checkpoint."
-
-# %% ../nbs/02_train.ipynb #fea3bca2
-def load_opt_state(opt, # the Learner's optimizer (fastai `Optimizer` or `OptimWrapper`)
-                   sd:dict, # its `state_dict()` from a checkpoint, loaded on the CPU
-                  ):
-    "Load an optimizer state onto the parameters' devices, keeping this machine's kernels (fused or multi-tensor)."
-    if not isinstance(opt, OptimWrapper):
-        opt.load_state_dict(dict(sd))                   # fastai's Lookahead pops its keys from the dict it is given
-        if getattr(opt, 'slow_weights', None) is not None:  # ranger's slow weights: loaded where the file was read
-            opt.slow_weights = L(L(s.to(p.device, p.dtype) for s, p in zip(sg, pg))
-                                 for sg, pg in zip(opt.slow_weights, opt.param_lists))
-        return state_on_params(opt.state)
-    if 'param_groups' not in sd:
-        raise CheckpointError("The checkpoint's optimizer state was written by an earlier tl_fastai and cannot be "
-                              "resumed: retrain the run with --force.")
-    kernels = [{k: g[k] for k in ('fused', 'foreach') if k in g} for g in opt.opt.param_groups]
-    opt.load_state_dict(sd)
-    for g, kern in zip(opt.opt.param_groups, kernels):
-        g.update(kern)
-        for p in g['params']:       # torch keeps `step` on the CPU, except for fused kernels that read it on the GPU
-            st = opt.opt.state.get(p, {})
-            if 'step' in st: st['step'] = st['step'].to(p.device if g.get('fused') or g.get('capturable') else 'cpu')
-
-# %% ../nbs/02_train.ipynb #964f189e
-CKPT_FORMAT = 'tl_fastai.checkpoint/1'
-RESUME_KEYS = ('opt', 'rng', 'scaler')  # only resuming needs them: not in the best checkpoint, not in `load_checkpoint`
-
-def _scaler_state(learn:Learner)->dict:
-    "The state of the gradient scaler fastai's `MixedPrecision` uses during a fit (empty without one, or in bf16)."
-    sc = getattr(learn, 'scaler', None)
-    return sc.state_dict() if sc is not None else {}
-
-def checkpoint_dict(learn:Learner, # the run's Learner
-                    cfg:RunConfig, # its configuration
-                    epoch:int, # the global epoch just finished
-                    phase:str, # 'frozen' or 'unfrozen'
-                    history:list, # one row per epoch so far
-                    stats:tuple, # normalisation (mean, std)
-                   )->dict:
-    "Everything needed to rebuild the model or resume the run after global `epoch` (fp16's gradient scaler too)."
-    model = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
-             for k, v in _bare(learn.model).state_dict().items()}
-    return dict(format=CKPT_FORMAT, arch=cfg.arch, classes=list(learn.dls.vocab), size=cfg.size,
-                mean=list(stats[0]), std=list(stats[1]), epoch=epoch, phase=phase, epochs=cfg.epochs,
-                config=_plain(asdict(cfg)), history=_plain(history), model=model, opt=_plain(learn.opt.state_dict()),
-                rng=rng_states(learn), scaler=_plain(_scaler_state(learn)), torch_version=str(torch.__version__))
-
-# %% ../nbs/02_train.ipynb #ad2d55b6
-def read_checkpoint(path:str|Path)->dict:
-    "The raw checkpoint dict at `path`, loaded safely; a clear error for anything else."
-    path = Path(path)
-    if not path.exists():
-        raise MissingError(f"Checkpoint {path} does not exist: "
-                                "train the run first (tl-fastai study) or check the path.")
-    try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a tl_fastai checkpoint (it cannot be loaded as plain tensors: "
-                              f"{type(e).__name__}); it was refused unread because a pickled file can run code — "
-                              "re-create it with tl_fastai.") from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise CheckpointError(f"{path} is not a tl_fastai checkpoint "
-                              f"(format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}); "
-                              "re-create it with tl_fastai.")
-    return ck
-
-# %% ../nbs/02_train.ipynb #ecbdd10e
-def load_checkpoint(path:str|Path, # a model_checkpoint.pt or best_checkpoint.pt
-                    classes:list|None=None, # the data's classes: refused if the checkpoint's differ
-                    device=None, # where the model goes (default: CPU)
-                   )->tuple:
-    "The model (eval mode) and metadata of a tl_fastai checkpoint, loaded without executing any code."
-    ck = read_checkpoint(path)
-    if classes is not None and list(classes) != ck['classes']:
-        raise CheckpointError(f"{path} was trained on classes {ck['classes']} but the data has {list(classes)}: "
-                              "evaluate it on the dataset it was trained on.")
-    model = create_model(ck['arch'], len(ck['classes']), pretrained=False, drop_rate=ck['config'].get('dropout', 0.))
-    try: model.load_state_dict(ck['model'])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit architecture {ck['arch']!r}: {str(e).splitlines()[0]}") from None
-    meta = {k: v for k, v in ck.items() if k not in ('model', *RESUME_KEYS)}
-    return model.to(ifnone(device, 'cpu')).eval(), meta
 
 # %% ../nbs/02_train.ipynb #a02b6459
 from torch.utils.tensorboard import SummaryWriter
