@@ -9,7 +9,7 @@ import argparse, statistics, time
 import torch, torch.nn.functional as F
 from tl_fastai.core import cpu_has_amx
 from tl_fastai.models import create_model
-from tl_fastai.study import PRESETS
+from tl_fastai.plan import PRESETS
 from tl_fastai.train import freeze_stages
 
 def model_for(arch:str, keep_frozen:int)->torch.nn.Module:

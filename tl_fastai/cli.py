@@ -9,7 +9,8 @@ from pathlib import Path
 from .data import explore, summary_table
 from fastcore.docments import docments
 from fastai.distributed import teardown_distrib
-from .study import PRESETS, StudyConfig, run_study
+from .plan import PRESETS, StudyConfig
+from .study import run_study
 import contextlib
 from .core import NOTEBOOK, STUDY_JSON, InputError, UserError, check_can_write, read_json, study_lock
 from .notebook import build_notebook, execute_notebook

@@ -21,7 +21,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 
 # %% auto #0
 __all__ = ['FIT_VERDICTS', 'FIT_TOL', 'flips', 'predict', 'test_metrics', 'acc_rows', 'macro_f1_rows', 'acc_diff_rows', 'rowwise',
-           'bootstrap_ci', 'mcnemar_exact', 'metrics_row', 'metrics_table', 'compare', 'slice_metrics',
+           'bootstrap_ci', 'mcnemar_exact', 'metrics_row', 'metrics_table', 'runs_table', 'compare', 'slice_metrics',
            'error_by_expert_proba', 'fit_facts', 'convergence_facts', 'plot_curves', 'plot_sweep', 'plot_confusions',
            'plot_metric_bars']
 
@@ -191,6 +191,20 @@ def metrics_table(results:dict, # model name -> result of `test_metrics`
     "One row of test metrics per model, indexed by model name."
     rows = {name: metrics_row(r, **kwargs) for name, r in results.items()}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model')
+
+# %% ../nbs/03_evaluate.ipynb #5acbe084
+def runs_table(res:dict, # study.json content: its `runs`, each with `best`, `test` and `wall_time_s`
+               names:list|None=None, # runs to show; None: all
+              )->pd.DataFrame:
+    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, loss, training minutes."
+    rows = {}
+    for n in names or res['runs']:
+        r = res['runs'][n]; b, t = r['best'], r['test']
+        rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
+                   'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
+                   'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
+                   'ROC-AUC': t['roc_auc'], 'test loss': t['log_loss'], 'train min': r['wall_time_s']/60}
+    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
 # %% ../nbs/03_evaluate.ipynb #4674abf7
 def _result(results:dict, name:str) -> dict:

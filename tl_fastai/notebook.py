@@ -14,7 +14,7 @@ from pygments import highlight
 from pygments.lexers import PythonLexer
 from pygments.formatters import HtmlFormatter
 from .core import InputError, MissingError, UserError
-from .study import StudyConfig
+from .plan import StudyConfig
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'code_block', 'show_code', 'study_params', 'inject_parameters', 'build_notebook', 'NotebookError',

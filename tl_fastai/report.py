@@ -8,14 +8,13 @@ import json, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch, timm
-from .core import (ALPHA, BASELINE, GRADCAM_CASES, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value,
-                            is_ambiguous, is_variant, proba_level, best_checkpoint, positive_class)
+from .core import (BASELINE, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value, is_ambiguous, is_variant,
+                            proba_level, best_checkpoint, positive_class)
 from .train import TB_TAGS
 from .checkpoint import load_checkpoint
 from .models import count_macs
-from .evaluate import FIT_TOL, error_by_expert_proba, slice_metrics, plot_curves
+from .evaluate import error_by_expert_proba, slice_metrics, plot_curves, runs_table
 from .gradcam import LAYER_RULE
-from .study import runs_table
 
 # %% auto #0
 __all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES',

@@ -4,240 +4,36 @@
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import contextlib, dataclasses, functools, json, os, shutil, tempfile, time, warnings
-from dataclasses import dataclass, asdict
+import contextlib, dataclasses, functools, json, shutil, tempfile, time
+from dataclasses import asdict
 from pathlib import Path
 from fastcore.xtras import modified_env
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
-from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.schedule import valley, slide
 from fastai.torch_core import rank_distrib, set_seed
-from .core import (BASELINE, CKPT, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST_METRICS,
-                            TEST_PREDICTIONS, DiskFullError, InputError, StateFileError, check_can_write, free_mb,
+from .core import (BASELINE, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST_METRICS,
+                            TEST_PREDICTIONS, DiskFullError, StateFileError, check_can_write, free_mb,
                             is_variant, read_json, save_fig, study_lock, write_csv, write_json, best_checkpoint)
-from .data import explore, get_dls, get_test_dl, default_augs, load_source, stratified_subset
-from .checkpoint import load_checkpoint, read_checkpoint
-from .train import (RunConfig, train_run, sweep_configs, best_variant,
-                             environment, main_first, is_ddp, build_learner, norm_for, run_state, read_history)
+from .data import explore, get_dls, get_test_dl
+from .checkpoint import load_checkpoint
+from .train import (RunConfig, train_run, best_variant, environment, main_first, is_ddp, build_learner,
+                             norm_for, read_history)
+from .plan import (StudyConfig, _finished, check_plan, epochs_line, fit_budget, plan_table, run_configs,
+                            source_table)
 from sklearn.metrics import f1_score
-from .evaluate import (predict, test_metrics, metrics_table, compare, fit_facts, convergence_facts, plot_curves,
-                                plot_sweep,
+from .evaluate import (predict, test_metrics, metrics_table, runs_table, compare, fit_facts, convergence_facts,
+                                plot_curves, plot_sweep,
                                 plot_confusions, plot_metric_bars)
 from .models import cam_layers, create_model
 from .gradcam import (grad_cam, select_cases, case_facts, cam_figure, road_check, road_summary, heat_summary,
                                layer_evidence, choose_layer, pooled_features, nearest_cases, GRADCAM_LAYERS)
 
 # %% auto #0
-__all__ = ['PRESETS', 'MIN_EPOCHS', 'EPOCH_OVERHEAD', 'REPLAN_MARGIN', 'FACTS_FORMAT', 'StudyConfig', 'run_configs',
-           'source_table', 'StepTimer', 'step_seconds', 'plan_table', 'budget_plan', 'planned_epochs', 'fit_budget',
-           'replanned', 'epochs_line', 'StopAfterFirstEpoch', 'check_plan', 'lr_evidence', 'train_all',
-           'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best', 'case_table', 'comparisons',
-           'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb', 'check_space', 'fingerprint',
-           'runs_table', 'run_fit', 'stopwatch', 'StudyRun', 'run_study']
-
-# %% ../nbs/05_study.ipynb #d6f56836
-PRESETS = dict(
-    smoke=dict(n_per_class=30, size=64, bs=16, epochs=2, freeze_epochs=1, keep_frozen=0, lr_mult=3., soft=True),
-    cpu=dict(size=160, bs=32, epochs=8, freeze_epochs=0, keep_frozen=4, lr_mult=3., budget_min=30., soft=True),
-    gpu=dict(size=224, bs=64, epochs=12, freeze_epochs=2, keep_frozen=0, lr_mult=10., soft=False),
-)
-
-@dataclass
-class StudyConfig:
-    "What the study runs; `None` fields come from the preset."
-    dataset:str='elpv' # elpv, elpv4, folder:PATH or fastai:NAME (see `tl_fastai.data.load_source`)
-    out:str='saved_models' # study folder
-    preset:str='auto' # auto | smoke | cpu | gpu
-    arch:str='tf_efficientnet_lite0' # pretrained timm backbone
-    param:str='lr' # the swept parameter of `RunConfig`
-    values:tuple=(1e-4, 1e-3, 1e-2) # its three values
-    lr:float=2e-3 # base learning rate
-    lr_mult:float|None=None # the body learns at lr / lr_mult once unfrozen
-    soft:bool|None=None # train on the expert's probabilities as soft targets (ELPV's two classes only)
-    epochs:int|None=None # total epochs of every run
-    budget_min:float|None=None # minutes: fewer epochs (not below `MIN_EPOCHS`) if the estimate exceeds them
-    freeze_epochs:int|None=None # frozen-body epochs of the pretrained runs
-    keep_frozen:int|None=None # leading stages of the pretrained backbone frozen for the whole run
-    size:int|None=None # image size
-    bs:int|None=None # batch size
-    n_per_class:int|None=None # use only this many images per class (smoke), a smaller class whole
-    seed:int=42 # split and training seed
-    explain:str=BASELINE # run whose decisions Grad-CAM explains
-    force:bool=False # retrain finished runs
-
-    def resolved(self)->StudyConfig:
-        "A copy with the preset applied (explicit fields win) and `auto` replaced by the device's preset."
-        preset = ('gpu' if torch.cuda.is_available() else 'cpu') if self.preset == 'auto' else self.preset
-        if preset not in PRESETS:
-            raise InputError(f"Unknown preset {self.preset!r}: choose auto, {', '.join(PRESETS)}.")
-        fill = {k: v for k, v in PRESETS[preset].items() if getattr(self, k) is None}
-        if self.epochs is not None: fill.pop('budget_min', None)      # explicit epochs are kept as they are
-        return dataclasses.replace(self, preset=preset, **fill)
-
-# %% ../nbs/05_study.ipynb #565e8363
-def run_configs(sc:StudyConfig)->dict:
-    "{run name: RunConfig} of the study, in training order: baseline, the three variants, the scratch CNN."
-    sc = sc.resolved()
-    base = RunConfig(arch=sc.arch, size=sc.size, bs=sc.bs, epochs=sc.epochs, freeze_epochs=sc.freeze_epochs,
-                     keep_frozen=sc.keep_frozen, lr=sc.lr, lr_mult=sc.lr_mult, seed=sc.seed,
-                     augs=default_augs(sc.dataset) or None, soft=bool(sc.soft) and sc.dataset == 'elpv')
-    scratch = dataclasses.replace(base, arch='scratch_cnn', pretrained=False)
-    return {BASELINE: base, **sweep_configs(base, sc.param, sc.values), SCRATCH: scratch}
-
-# %% ../nbs/05_study.ipynb #1338acbd
-def source_table(sc:StudyConfig)->pd.DataFrame|None:
-    "The subset the preset asks for (`n_per_class` images of each class), or None to load the whole dataset."
-    if sc.n_per_class is None: return None
-    return stratified_subset(load_source(sc.dataset, scan=False), sc.n_per_class, sc.seed)
-
-# %% ../nbs/05_study.ipynb #5e0f42ed
-class StepTimer(Callback):
-    "Time stamps after training batches (data loading included); skips validation, stops the fit after `n + 1` batches."
-    order = 100  # after every other callback
-    def __init__(self, n:int): self.n, self.times = n, []
-    def before_validate(self): raise CancelValidException()
-    def after_batch(self):
-        if not self.training: return
-        if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
-        self.times.append(time.perf_counter())
-        if len(self.times) > self.n: raise CancelFitException()
-
-# %% ../nbs/05_study.ipynb #d8e5cf63
-_STEP_TIMES = {}
-
-def step_seconds(cfg:RunConfig, # the run whose training step is timed
-                 df:pd.DataFrame, # split table
-                 steps:int=6, # timed batches (after one that starts the loader)
-                )->float:
-    "Median seconds of one training step of `cfg` here, loading included; measured once per architecture and shape."
-    kept = cfg.keep_frozen if cfg.transfer else 0
-    key = (cfg.arch, cfg.pretrained, cfg.size, cfg.bs, kept, repr(cfg.augs))
-    if key not in _STEP_TIMES:
-        timer = StepTimer(steps)
-        dls = get_dls(df, size=cfg.size, bs=cfg.bs, augs=cfg.augs, seed=cfg.seed, soft=cfg.soft)
-        learn = build_learner(cfg, dls, cbs=timer)
-        learn.unfreeze()
-        with learn.no_bar(), learn.no_logging(): learn.fit(steps//len(learn.dls.train) + 2, 1e-5)
-        _STEP_TIMES[key] = float(np.median(np.diff(timer.times)))
-    return _STEP_TIMES[key]
-
-# %% ../nbs/05_study.ipynb #1b2687da
-def _finished(run_dir:Path)->bool: return (run_state(run_dir) or {}).get('finished', False)
-
-def plan_table(configs:dict, # {run name: RunConfig}
-               df:pd.DataFrame, # split table
-               out:Path, # study folder: finished runs cost nothing
-               force:bool=False, # finished runs will be retrained
-              )->pd.DataFrame:
-    "One row per run: architecture, epochs, status and estimated minutes."
-    rows, n_train, n_valid = [], (df.split == 'train').sum(), (df.split == 'valid').sum()
-    for name, c in configs.items():
-        done = not force and _finished(out/name)
-        epoch_s = 0 if done else step_seconds(c, df)*(np.ceil(n_train/c.bs) + np.ceil(n_valid/c.bs)/3)
-        rows.append(dict(run=name, arch=c.arch, size=c.size, epochs=c.epochs,
-                         frozen=c.freeze_epochs if c.transfer else 0, kept_frozen=c.keep_frozen if c.transfer else 0,
-                         lr=c.lr, status='done' if done else 'to train',
-                         epoch_min=round(epoch_s/60, 3), est_min=round(epoch_s*c.epochs/60, 1)))
-    return pd.DataFrame(rows).set_index('run')
-
-# %% ../nbs/05_study.ipynb #874c9df8
-MIN_EPOCHS = 5         # the brief's range is 5 to 15 epochs
-
-def budget_plan(preset_epochs:int, # the most epochs (the preset's)
-                freeze_epochs:int, # frozen-body epochs of the pretrained runs
-                budget_min:float, # minutes the training of every run may take
-                epoch_min:float, # estimated minutes of one epoch of every run together
-               )->dict:
-    "The facts of the epoch choice: the epochs, the estimate behind them, what limited them (preset, budget or floor)."
-    floor, epoch_min = min(preset_epochs, max(MIN_EPOCHS, freeze_epochs + 2)), float(epoch_min)
-    fit = int(budget_min // epoch_min)
-    epochs = max(floor, min(preset_epochs, fit))
-    return dict(epochs=epochs, preset_epochs=preset_epochs, floor=floor, budget_min=budget_min,
-                est_epoch_min=round(epoch_min, 3), est_total_min=round(epochs*epoch_min, 1),
-                limited_by='preset' if fit >= preset_epochs else 'budget' if fit >= floor else 'floor',
-                over_budget=epochs*epoch_min > budget_min)
-
-# %% ../nbs/05_study.ipynb #0b894e25
-def planned_epochs(out:Path)->int:
-    "The epochs plan.json fixed for the study; if damaged, rebuilt from a trained run (refused if there is none)."
-    f = out/PLAN_JSON
-    try: return read_json(f)['epochs']
-    except StateFileError as e:
-        trained = sorted(out.glob(f'*/{CKPT}'))
-        if not trained:
-            raise StateFileError(f"{e} The study has no trained run yet, so deleting it loses nothing.") from None
-        epochs = read_checkpoint(trained[0])['epochs']
-        write_json(dict(epochs=epochs, rebuilt_from=str(trained[0])), f)
-        warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
-        return epochs
-
-# %% ../nbs/05_study.ipynb #0c35c374
-EPOCH_OVERHEAD = 1.1   # an epoch on 2 CPU cores with cached images took 1.03x its timed steps; the rest is margin
-
-def fit_budget(sc:StudyConfig, # resolved
-               df:pd.DataFrame, # split table
-               out:Path, # study folder: the choice is kept in out/plan.json
-              )->StudyConfig:
-    "`sc` with the epochs of its budget plan (`budget_plan`), made once per study folder and kept in plan.json."
-    f = out/PLAN_JSON
-    if not sc.budget_min: return sc
-    if rank_distrib() or (f.exists() and not sc.force):
-        return dataclasses.replace(sc, epochs=planned_epochs(out), budget_min=None)
-    pt = plan_table(run_configs(sc), df, out, force=True)
-    plan = budget_plan(sc.epochs, sc.freeze_epochs, sc.budget_min, EPOCH_OVERHEAD*pt.epoch_min.sum())
-    write_json(dict(plan, first_epoch_min=EPOCH_OVERHEAD*pt.epoch_min.iloc[0]), f)
-    return dataclasses.replace(sc, epochs=plan['epochs'], budget_min=None)
-
-# %% ../nbs/05_study.ipynb #dbf76c51
-REPLAN_MARGIN = 0.25
-
-def replanned(plan:dict, # plan.json's facts (`budget_plan` with the estimated `first_epoch_min`)
-              ratio:float, # measured / estimated minutes of the first epoch
-              freeze_epochs:int, # frozen-body epochs of the pretrained runs
-             )->dict:
-    "`plan` checked against the first epoch: re-made with every estimate times `ratio` if over REPLAN_MARGIN off."
-    checked = dict(checked=True, measured_ratio=round(ratio, 3))
-    if abs(np.log(ratio)) <= np.log(1 + REPLAN_MARGIN): return dict(plan, **checked)
-    return dict(budget_plan(plan['preset_epochs'], freeze_epochs, plan['budget_min'], plan['est_epoch_min']*ratio),
-                first_epoch_min=plan['first_epoch_min']*ratio, replanned_from=plan['epochs'], **checked)
-
-# %% ../nbs/05_study.ipynb #74982b59
-def epochs_line(plan:dict)->str:
-    "One log line: the epochs every run trains, and why."
-    if plan['limited_by'] == 'fixed': return f"Epochs: {plan['epochs']} per run, as configured."
-    why = {'preset': "the preset's maximum, within", 'budget': 'the most that fit',
-           'floor': 'the minimum, over'}[plan['limited_by']]
-    checked = (f"; first epoch took {plan['measured_ratio']:.2f}x its estimate" if plan.get('checked') else '') + \
-              (f", re-planned from {plan['replanned_from']}" if 'replanned_from' in plan else '')
-    return (f"Epochs: {plan['epochs']} per run ({why} the {plan['budget_min']:g}-minute training budget: estimated "
-            f"{plan['est_total_min']:g} min{checked}).")
-
-# %% ../nbs/05_study.ipynb #0a83b0ee
-class _FirstEpoch(Exception): pass
-
-class StopAfterFirstEpoch(Callback):
-    "Stop a run once its first epoch is checkpointed."
-    order = 70  # after the epoch logger
-    def after_epoch(self):
-        if self.epoch_logger.history: raise _FirstEpoch('first epoch checkpointed')
-
-def check_plan(sc:StudyConfig, # resolved, with the planned epochs
-               configs:dict, # {run name: RunConfig}
-               df:pd.DataFrame, # split table
-               out:Path, # study folder with a fresh plan.json
-               quiet:bool=False, # no progress output
-              )->StudyConfig:
-    "Train the first run's first epoch, check the plan against it (`replanned`); restart that run if its epochs change."
-    (name, cfg), f = next(iter(configs.items())), out/PLAN_JSON
-    plan = read_json(f)
-    try: train_run(cfg, df, out/name, quiet=quiet, cbs=[StopAfterFirstEpoch()])
-    except _FirstEpoch: pass
-    new = replanned(plan, read_history(out/name).time_s.iloc[0]/60/plan['first_epoch_min'], cfg.freeze_epochs)
-    if new['epochs'] != plan['epochs']: shutil.rmtree(out/name)
-    write_json(new, f)
-    return dataclasses.replace(sc, epochs=new['epochs'])
+__all__ = ['FACTS_FORMAT', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best',
+           'case_table', 'comparisons', 'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb',
+           'check_space', 'fingerprint', 'run_fit', 'stopwatch', 'StudyRun', 'run_study']
 
 # %% ../nbs/05_study.ipynb #e7f379e7
 def lr_evidence(cfg:RunConfig, # the baseline
@@ -444,20 +240,6 @@ def _stored_results(out:Path)->dict|None:
     "The content of study.json, or None when there is none or it cannot be read (it is then written again)."
     try: return read_json(out/STUDY_JSON)
     except StateFileError: return None
-
-# %% ../nbs/05_study.ipynb #5acbe084
-def runs_table(res:dict, # study.json content
-               names:list|None=None, # runs to show; None: all
-              )->pd.DataFrame:
-    "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, loss, training minutes."
-    rows = {}
-    for n in names or res['runs']:
-        r = res['runs'][n]; b, t = r['best'], r['test']
-        rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
-                   'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
-                   'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
-                   'ROC-AUC': t['roc_auc'], 'test loss': t['log_loss'], 'train min': r['wall_time_s']/60}
-    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
 # %% ../nbs/05_study.ipynb #68bf95f2
 def run_fit(run_dir:Path, # a trained run
