@@ -27,7 +27,7 @@ class KillMidEpoch(Callback):
 
 class Probe(Callback):
     "When a fit starts (after the checkpoint's state is loaded): optimizer state, GPU random state, precision, scaler."
-    order = 20  # after MixedPrecision (10) and ScalerState (11)
+    order = 20  # after MixedPrecision (10) and ResumeState (11)
     def before_fit(self):
         wrapped = isinstance(self.opt, OptimWrapper)
         opt = self.opt.opt if wrapped else self.opt           # torch's optimizer, or fastai's (ranger: its Lookahead)

@@ -28,14 +28,16 @@ from .core import (BEST_CKPT, CKPT, HISTORY, RUN_JSON, InputError, StateFileErro
                             atomic_save, positive_class, read_json, train_amp_dtype, variant_name, write_csv, write_json)
 from .data import get_dls, channel_stats
 from .models import create_model, norm_stats, param_groups, stages
-from .checkpoint import RESUME_KEYS, _plain, checkpoint_dict, load_opt_state, read_checkpoint, set_rng_states
+from .checkpoint import (RESUME_KEYS, _bare, _plain, checkpoint_dict, load_opt_state, read_checkpoint,
+                                  set_rng_states)
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'METRIC_COLS', 'HISTORY_COLS', 'PROGRESS_EVERY', 'TB_TAGS', 'torch_opt', 'RunConfig', 'LabelMetric',
            'macro_metric', 'valid_metrics', 'CPUAutocast', 'use_speedups', 'DeviceSmoothLoss', 'HostLosses',
            'freeze_stages', 'SoftTargetLoss', 'build_learner', 'log_scalars', 'open_writer', 'log_hparams',
-           'epoch_line', 'EpochLogger', 'environment', 'norm_for', 'run_summary', 'run_state', 'read_history', 'is_ddp',
-           'main_first', 'sync_batchnorm', 'ScalerState', 'train_run', 'sweep_configs', 'best_variant']
+           'epoch_line', 'EpochLogger', 'Checkpointer', 'environment', 'norm_for', 'run_summary', 'run_state',
+           'read_history', 'is_ddp', 'main_first', 'sync_batchnorm', 'ResumeState', 'train_run', 'sweep_configs',
+           'best_variant']
 
 # %% ../nbs/02_train.ipynb #4b56597a
 _TORCH = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
@@ -241,12 +243,12 @@ def epoch_line(run:str, row:dict, epochs:int)->str:
 
 # %% ../nbs/02_train.ipynb #36e39f26
 class EpochLogger(Callback):
-    "Global-epoch history, TensorBoard scalars and atomic checkpoints across training phases."
+    "Global-epoch history across training phases: one row per epoch, into history.csv and TensorBoard."
     order = 60  # after Recorder (50), before the progress callback writes its line
-    def __init__(self, cfg:RunConfig, run_dir:Path, stats:tuple, history:list, writer:SummaryWriter, echo:bool=False):
-        self.cfg, self.run_dir, self.stats, self.history, self.writer = cfg, Path(run_dir), stats, history, writer
-        self.offset, self.phase, self.start, self.echo = 0, 'unfrozen', 0, echo
-    def before_epoch(self): self.n, self.sums, self.t0 = 0, 0, time.time()
+    def __init__(self, cfg:RunConfig, run_dir:Path, history:list, writer:SummaryWriter, echo:bool=False):
+        self.cfg, self.run_dir, self.history, self.writer = cfg, Path(run_dir), history, writer
+        self.offset, self.phase, self.start, self.echo, self.logged = 0, 'unfrozen', 0, echo, False
+    def before_epoch(self): self.n, self.sums, self.t0, self.logged = 0, 0, time.time(), False
     def after_batch(self):
         "Add up the batch's images, loss sum and correct predictions, on the device: no sync with the host per batch."
         if not self.training or not len(self.yb): return
@@ -269,14 +271,24 @@ class EpochLogger(Callback):
                    valid_loss=float(vals['valid_loss']), train_accuracy=correct/n,
                    **{f'valid_{m}': float(vals[m]) for m in ('accuracy', 'precision', 'recall', 'f1')},
                    lr=float(self.opt.hypers[-1]['lr']), time_s=round(time.time() - self.t0, 2))
-        self.history.append(row)
+        self.history.append(row); self.logged = True
         if rank_distrib(): return                       # under DDP only the first process writes
         if self.echo: print(epoch_line(self.run_dir.name, row, self.cfg.epochs), flush=True)
         log_scalars(self.writer, row)
         write_csv(pd.DataFrame(self.history, columns=HISTORY_COLS), self.run_dir/HISTORY, index=False)
-        ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], self.phase, self.history, self.stats)
+
+# %% ../nbs/02_train.ipynb #9a7f3a88
+class Checkpointer(Callback):
+    "After each epoch the logger recorded: `model_checkpoint.pt` with the resume state, the best epoch's without it."
+    order = EpochLogger.order + .5  # after the logger's row, before a callback that stops a run once its epoch is saved
+    def __init__(self, cfg:RunConfig, run_dir:Path, stats:tuple): self.cfg, self.run_dir, self.stats = cfg, Path(run_dir), stats
+    def after_epoch(self):
+        lg = self.epoch_logger
+        if rank_distrib() or not lg.logged: return      # under DDP only the first process writes
+        row = lg.history[-1]
+        ck = checkpoint_dict(self.learn, self.cfg, row['epoch'], lg.phase, lg.history, self.stats)
         # the best checkpoint (no resume state) first: a kill in between redoes this epoch
-        if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in self.history[:-1]):
+        if all(r[self.cfg.monitor] < row[self.cfg.monitor] for r in lg.history[:-1]):
             atomic_save({k: v for k, v in ck.items() if k not in RESUME_KEYS}, self.run_dir/BEST_CKPT)
         atomic_save(ck, self.run_dir/CKPT)
 
@@ -406,12 +418,19 @@ def _quiet(learn:Learner, quiet:bool):
     return st
 
 # %% ../nbs/02_train.ipynb #fb8b275f
-class ScalerState(Callback):
-    "Load a checkpoint's gradient-scaler state into the scaler fastai's `MixedPrecision` makes when the fit starts."
-    order = 11  # after MixedPrecision (10)
-    def __init__(self, sd:dict): self.sd = sd
+class ResumeState(Callback):
+    "Restore a checkpoint as a fit starts: weights and random states, and inside a phase the optimizer and grad scaler."
+    order = 11  # after MixedPrecision (10), which makes the scaler, and after the model is on its device
+    def __init__(self, ck:dict, # the checkpoint the run resumes from
+                 mid_phase:bool, # it stopped inside this phase: the optimizer state goes on
+                ): self.ck, self.mid_phase = ck, mid_phase
     def before_fit(self):
-        if self.sd and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.sd)
+        _bare(self.model).load_state_dict(self.ck['model'])
+        if self.mid_phase:
+            load_opt_state(self.opt, self.ck['opt'])
+            sd = self.ck.get('scaler', {})
+            if sd and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(sd)
+        set_rng_states(self.learn, self.ck['rng'])
 
 # %% ../nbs/02_train.ipynb #56b9d535
 def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, quiet:bool):
@@ -421,13 +440,8 @@ def _fit_phases(learn:Learner, cfg:RunConfig, logger:EpochLogger, ck:dict|None, 
     for phase, n in cfg.phases():
         if done < offset + n:
             learn.freeze() if phase == 'frozen' else learn.unfreeze()
-            start, cbs = max(0, done - offset), []
-            if start:                               # resuming inside this phase
-                load_opt_state(learn.opt, ck['opt'])
-                set_rng_states(learn, ck['rng'])
-                cbs = [ScalerState(ck.get('scaler', {}))]
-            elif ck and done == offset and done:     # resuming at the start of a phase: random states only
-                set_rng_states(learn, ck['rng'])
+            start = max(0, done - offset)
+            cbs = [ResumeState(ck, mid_phase=start > 0)] if ck and offset <= done else []   # the phase it stopped in
             logger.offset, logger.phase, logger.start = offset, phase, start
             lr, kw = (cfg.lr, {}) if phase == 'frozen' else _unfrozen_lr(cfg)
             with _quiet(learn, quiet), _distributed(learn): learn.fit_one_cycle(n, lr, start_epoch=start, cbs=cbs, **kw)
@@ -466,9 +480,8 @@ def train_run(cfg:RunConfig, # what to train
     history = list(ck['history']) if ck else []
     writer = None if rank_distrib() else open_writer(run_dir, history)
     bars = not quiet and (in_notebook() or sys.stdout.isatty())
-    logger = EpochLogger(cfg, run_dir, stats, history, writer, echo=not quiet and not bars)
-    learn = build_learner(cfg, dls, cbs=[logger, *(cbs or [])])
-    if ck: learn.model.load_state_dict(ck['model'])
+    logger = EpochLogger(cfg, run_dir, history, writer, echo=not quiet and not bars)
+    learn = build_learner(cfg, dls, cbs=[logger, Checkpointer(cfg, run_dir, stats), *(cbs or [])])
     try: _fit_phases(learn, cfg, logger, ck, not bars)
     finally:
         if writer: writer.flush()
