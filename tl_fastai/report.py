@@ -249,8 +249,8 @@ def lr_text(res:dict)->str:
     lo, hi = sorted((e['valley'], e['slide']))
     where = 'between them' if lo <= e['lr'] <= hi else 'above both' if e['lr'] > hi else 'below both'
     return (f"**Learning rate.** fastai's finder suggests {e['valley']:.1e} (*valley*) and {e['slide']:.1e} (*slide*); "
-            f"the baseline's {e['lr']:g} lies {where}. It sees only {e['num_it']} mini-batches of the {e['phase']} phase, "
-            "so section 4 tests a decade on each side with full runs.")
+            f"the baseline's {e['lr']:g} lies {where}. It sees only {e['num_it']} mini-batches ({e['phase']}), so "
+            "section 4 tests a decade on each side with full runs.")
 
 # %% ../nbs/06_report.ipynb #fd9e132e
 def strategy_text(res:dict)->str:
@@ -490,7 +490,7 @@ def _reliance_sentence(g:dict)->str:
     return (f"**Reliance.** Over the {g['n_cases']} cells, {g['heat_by_design']:.0%} of the heat lies on busbars and "
             f"edges ({g['area_by_design']:.0%} of the area, {bd:.1f}x its share) and {g['heat_defect_dark']:.0%} on "
             f"defect-like dark pixels ({g['area_defect_dark']:.1%}, {dd:.1f}x); the peak falls on a dark defect-like "
-            f"region in {n_dark} cases and on a busbar or edge in {n_design}: {verdict}.")
+            f"region in {n_dark} of {g['n_cases']} cases and on a busbar or edge in {n_design}: {verdict}.")
 
 
 # %% ../nbs/06_report.ipynb #ae37efdb
