@@ -81,11 +81,11 @@ def test_zip_runs_anywhere(tmp_path):
     code = [c for c in book.cells if c.cell_type == 'code']
     assert all(c.execution_count for c in code)
     assert not [o for c in code for o in c.outputs if o.output_type == 'error']
-    log = outputs(next(c for c in code if 'res = run_study(' in c.source))
+    log = outputs(next(c for c in code if 'facts = run_study(' in c.source))
     assert 'to train' not in log and 'Study done' in log                              # reused, then recomputed
     assert {r: sha(unz/'saved_models'/r/'model_checkpoint.pt') for r in RUNS} == ckpts  # no run trained again
     pd.testing.assert_frame_equal(pd.read_csv(unz/'saved_models'/'test_metrics.csv', index_col=0), zipped_metrics)
-    shown = outputs(next(c for c in code if c.source.strip() == 'runs_table(res)'))
+    shown = outputs(next(c for c in code if c.source.strip() == 'runs_table(facts)'))
     for n in RUNS:
         row = next(l for l in shown.splitlines() if l.startswith(n + ' ')).split()
         assert float(row[4]) == round(zipped_metrics.loc[n, 'accuracy'], 3), (n, row)  # test acc, as printed

@@ -78,11 +78,11 @@ def cmd_study(args):
 def study_config(out:str)->StudyConfig:
     "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if none yet."
     f = Path(out)/STUDY_JSON
-    res = read_json(f, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
-    if res is None:
+    facts = read_json(f, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
+    if facts is None:
         print(f"No {f} yet: the notebook uses the default configuration and runs the study when executed.")
         return StudyConfig(out=str(out))
-    return StudyConfig(**{**res['config'], 'values': tuple(res['config']['values']), 'force': False})
+    return StudyConfig(**{**facts['config'], 'values': tuple(facts['config']['values']), 'force': False})
 
 # %% ../nbs/09_cli.ipynb #c4e5c880
 def cmd_notebook(args):

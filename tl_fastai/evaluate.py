@@ -171,18 +171,18 @@ def mcnemar_exact(y_true, # (N,) true labels
     return dict(b=b, c=c, p=float(p), acc_a=ok_a.mean(), acc_b=ok_b.mean(), diff=ok_a.mean() - ok_b.mean())
 
 # %% ../nbs/03_evaluate.ipynb #a1c32f50
-def metrics_row(res:dict, # the result of `test_metrics` for one model
+def metrics_row(result:dict, # the result of `test_metrics` for one model
                 n_boot:int=2000, # bootstrap resamples for the intervals
                 alpha:float=ALPHA, # 1 - confidence level
                 seed:int=0, # seed of the resampling
                )->dict:
     "One model's test metrics as scalars, with bootstrap intervals for accuracy and macro F1."
-    ci = {m: bootstrap_ci(res['y_true'], res['y_pred'], fn, n_boot, alpha, seed)
+    ci = {m: bootstrap_ci(result['y_true'], result['y_pred'], fn, n_boot, alpha, seed)
           for m, fn in (('accuracy', acc_rows), ('f1_macro', macro_f1_rows))}
-    row = {'n': res['n']}
-    for m in ('accuracy', 'f1_macro'): row |= {m: res[m], f'{m}_lo': ci[m][1], f'{m}_hi': ci[m][2]}
-    row |= {m: res[m] for m in ('precision_macro', 'recall_macro', 'balanced_accuracy', 'mcc', 'roc_auc', 'log_loss')}
-    return row | {f'{m}_{c}': res['per_class'].loc[c, m] for m in ('recall', 'f1') for c in res['classes']}
+    row = {'n': result['n']}
+    for m in ('accuracy', 'f1_macro'): row |= {m: result[m], f'{m}_lo': ci[m][1], f'{m}_hi': ci[m][2]}
+    row |= {m: result[m] for m in ('precision_macro', 'recall_macro', 'balanced_accuracy', 'mcc', 'roc_auc', 'log_loss')}
+    return row | {f'{m}_{c}': result['per_class'].loc[c, m] for m in ('recall', 'f1') for c in result['classes']}
 
 # %% ../nbs/03_evaluate.ipynb #61ec3638
 def metrics_table(results:dict, # model name -> result of `test_metrics`
@@ -193,13 +193,13 @@ def metrics_table(results:dict, # model name -> result of `test_metrics`
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model')
 
 # %% ../nbs/03_evaluate.ipynb #5acbe084
-def runs_table(res:dict, # study.json content: its `runs`, each with `best`, `test` and `wall_time_s`
+def runs_table(facts:dict, # study.json content: its `runs`, each with `best`, `test` and `wall_time_s`
                names:list|None=None, # runs to show; None: all
               )->pd.DataFrame:
     "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, loss, training minutes."
     rows = {}
-    for n in names or res['runs']:
-        r = res['runs'][n]; b, t = r['best'], r['test']
+    for n in names or facts['runs']:
+        r = facts['runs'][n]; b, t = r['best'], r['test']
         rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
                    'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
                    'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
@@ -215,13 +215,13 @@ def _result(results:dict, name:str) -> dict:
 # %% ../nbs/03_evaluate.ipynb #faaf2213
 def compare(name_a:str, # first model
             name_b:str, # second model
-            res:dict, # model name -> result of `test_metrics`, both on the same test images
+            results:dict, # model name -> result of `test_metrics`, both on the same test images
             n_boot:int=2000, # bootstrap resamples for the interval of the difference
             alpha:float=ALPHA, # significance level, and 1 - confidence level
             seed:int=0, # seed of the resampling
            )->dict:
     "Facts of comparing two models' test accuracy: difference, paired bootstrap interval, McNemar test, significance."
-    a, b = _result(res, name_a), _result(res, name_b)
+    a, b = _result(results, name_a), _result(results, name_b)
     if not np.array_equal(a['y_true'], b['y_true']):
         raise InputError(f"{name_a} and {name_b} were not evaluated on the same test images; "
                          "evaluate both on the one test split.")

@@ -52,23 +52,23 @@ def study_results(out, # the study folder
                  )->dict:
     "The study.json of the finished study in `out`; one sentence if there is none."
     out = Path(out)
-    res = read_json(out/STUDY_JSON, fix=f"run `tl-fastai study --out {out}` again to rebuild it")
-    if not res or 'best_pretrained' not in res:
+    facts = read_json(out/STUDY_JSON, fix=f"run `tl-fastai study --out {out}` again to rebuild it")
+    if not facts or 'best_pretrained' not in facts:
         raise InputError(f"{out} holds no finished study (no {out/STUDY_JSON}): run `tl-fastai study --out {out}` "
                          "first, or pass the folder of a finished study.")
-    return res
+    return facts
 
 # %% ../nbs/10_predict.ipynb #c6105a0e
 def model_members(name:str, # a model the study evaluated: a run folder, 'RUN + tta4' or 'ensemble of N pretrained'
-                  res:dict, # study.json content
+                  facts:dict, # study.json content
                  )->tuple:
     "(run folders, flipped views per image) that make up the model `name`."
-    pretrained = [n for n in res['runs'] if n != SCRATCH]
+    pretrained = [n for n in facts['runs'] if n != SCRATCH]
     run, plus, views = name.partition(' + tta')
-    if name in res['runs']: return [name], 1
-    if run in res['runs'] and views.isdigit(): return [run], int(views)
+    if name in facts['runs']: return [name], 1
+    if run in facts['runs'] and views.isdigit(): return [run], int(views)
     if name == f'ensemble of {len(pretrained)} pretrained': return pretrained, 1
-    raise InputError(f"The study has no model {name!r}: choose a run folder ({', '.join(res['runs'])}), "
+    raise InputError(f"The study has no model {name!r}: choose a run folder ({', '.join(facts['runs'])}), "
                      f"one of them + ' + tta4', or 'ensemble of {len(pretrained)} pretrained'.")
 
 # %% ../nbs/10_predict.ipynb #9c9eec33
@@ -111,11 +111,11 @@ class Predictor:
                  device=None, # None: the best available device (fastai's default)
                  bs:int=64, # images per batch
                 ):
-        self.out, res = Path(out), study_results(out)
-        self.name = model or res['best_pretrained']['name']
-        self.runs, self.tta = model_members(self.name, res)
+        self.out, facts = Path(out), study_results(out)
+        self.name = model or facts['best_pretrained']['name']
+        self.runs, self.tta = model_members(self.name, facts)
         self.device, self.bs = torch.device(default_device() if device is None else device), bs
-        self.classes, self.dataset = res['data']['classes'], res['config']['dataset']
+        self.classes, self.dataset = facts['data']['classes'], facts['config']['dataset']
         loaded = [load_checkpoint(best_checkpoint(self.out/r), classes=self.classes, device=self.device) for r in self.runs]
         self.models = [m.to(memory_format=torch.channels_last) for m, _ in loaded]
         self.metas = [meta for _, meta in loaded]
@@ -190,12 +190,12 @@ def predict(self:Predictor, items, # a file, folder or glob, a PIL image, or a l
 def study_test_images(out, # the study folder
                      )->pd.DataFrame:
     "The study's test rows (file, label, path) in split order, with paths from the study's dataset."
-    res, split = study_results(out), read_split(Path(out)/SPLIT_CSV)
-    src = load_source(res['config']['dataset'], scan=False)[['file', 'path']]
+    facts, split = study_results(out), read_split(Path(out)/SPLIT_CSV)
+    src = load_source(facts['config']['dataset'], scan=False)[['file', 'path']]
     test = split[split.split == 'test'].merge(src, on='file', how='left')
     if test.path.isna().any():
         raise MissingError(f"{test.file[test.path.isna()].iloc[0]} of the study's test set is not in the dataset "
-                                f"{res['config']['dataset']!r} any more: restore the dataset the study was run on.")
+                                f"{facts['config']['dataset']!r} any more: restore the dataset the study was run on.")
     return test[['file', 'label', 'path']]
 
 # %% ../nbs/10_predict.ipynb #26dd17a7
@@ -217,9 +217,9 @@ def explain(self:Predictor, df:pd.DataFrame, # `Predictor.predict` result (files
             cam_figure(rows.iloc[[k]], x[k:k+1], cams[k:k+1], meta['mean'], meta['std'], save_to=folder/n)
             plt.close('all')
         facts.append(case_facts(cams, x, rows).assign(figure=names, explained=self.runs[0]))
-    res = pd.concat(facts, ignore_index=True).drop(columns=['label', 'cell_type'], errors='ignore')
-    write_csv(res, folder/'gradcam.csv', index=False)
-    return res
+    table = pd.concat(facts, ignore_index=True).drop(columns=['label', 'cell_type'], errors='ignore')
+    write_csv(table, folder/'gradcam.csv', index=False)
+    return table
 
 # %% ../nbs/10_predict.ipynb #4965946b
 class ProbabilityModel(nn.Module):

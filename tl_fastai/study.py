@@ -54,10 +54,10 @@ def lr_evidence(cfg:RunConfig, # the baseline
         learn.path = Path(tmp)                            # lr_find saves and restores the weights there
         sug = learn.lr_find(num_it=num_it, suggest_funcs=(valley, slide), show_plot=True)
     save_fig(plt.gcf(), out/'figures'/'lr_find.png'); plt.close('all')
-    res = dict(valley=float(sug.valley), slide=float(sug.slide), lr=cfg.lr, bs=cfg.bs, size=cfg.size, num_it=num_it,
+    found = dict(valley=float(sug.valley), slide=float(sug.slide), lr=cfg.lr, bs=cfg.bs, size=cfg.size, num_it=num_it,
                phase='frozen body' if cfg.transfer and cfg.freeze_epochs else 'all layers')
-    write_json(res, f)
-    return res
+    write_json(found, f)
+    return found
 
 # %% ../nbs/05_study.ipynb #ea5beedd
 def train_all(configs:dict, df:pd.DataFrame, out:Path, force:bool, log=print, quiet:bool=False)->dict:
@@ -172,10 +172,10 @@ def explain_cases(run_dir:Path, # run whose best checkpoint is explained
     near = nearest_cases(pooled_features(model, [x]), pooled_features(model, dls.test_dl(train, bs=64)), train,
                          cases.pred.tolist(), k).set_index(cases.index)
     grid = int(layers.set_index('layer').grid_h[name])
-    res = case_facts(cams, x, cases, meta['mean'], meta['std'], radius=0.5 / grid, true_cams=tcams).assign(
+    explained = case_facts(cams, x, cases, meta['mean'], meta['std'], radius=0.5 / grid, true_cams=tcams).assign(
         figure=files, layer=name, **road_check(model, x, cams, target=pred, layer=layer), **near.to_dict('series'))
-    res.attrs['layers'] = layers.assign(chosen=layers.layer == name)
-    return res
+    explained.attrs['layers'] = layers.assign(chosen=layers.layer == name)
+    return explained
 
 # %% ../nbs/05_study.ipynb #b2f6602e
 def gradcam_summary(cases:pd.DataFrame, # `explain_cases` result (its layer evidence in `attrs['layers']`)
@@ -353,12 +353,12 @@ class StudyRun:
                     lr_find=self.lr_ev, gradcam=gradcam_summary(self.cases, sc.explain), plan=self.plan,
                     wall_times=self.times, fingerprint=self.fingerprint)
 
-    def write(self, res:dict):
+    def write(self, facts:dict):
         "Write study.json and print the test table, the comparisons and the times."
-        write_json(res, self.out/STUDY_JSON)
+        write_json(facts, self.out/STUDY_JSON)
         n_test, t = (self.df.split == 'test').sum(), self.times
-        self.log(f"\nTest set ({n_test} images), best checkpoint of each run:\n{runs_table(res).to_string()}")
-        self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(res['comparisons']).T[
+        self.log(f"\nTest set ({n_test} images), best checkpoint of each run:\n{runs_table(facts).to_string()}")
+        self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(facts['comparisons']).T[
             ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
         self.log(f"Study done in {t['this_call_s']/60:.1f} min "
                  f"({t['total_s']/60:.1f} min with the training of every run): {self.out/STUDY_JSON}")
@@ -383,6 +383,6 @@ def _run_study(s:StudyRun)->dict:
     with stopwatch(s.times, 'evaluation_s'): s.evaluate()
     with stopwatch(s.times, 'gradcam_s'): s.explain()
     s.times |= dict(total_s=round(sum(s.times.values()), 1), this_call_s=round(time.time() - t0, 1))
-    res = s.facts()
-    s.write(res)
-    return res
+    facts = s.facts()
+    s.write(facts)
+    return facts

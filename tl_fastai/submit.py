@@ -19,9 +19,9 @@ from .bootstrap import requirements
 __all__ = ['expected_runs', 'check_submission', 'zip_members', 'code_members', 'zip_notebook', 'make_zip']
 
 # %% ../nbs/08_submit.ipynb #035e8897
-def expected_runs(res:dict)->list:
+def expected_runs(facts:dict)->list:
     "Run folders the brief requires, from study.json: baseline, the three variants, the scratch CNN."
-    variants = [n for n in res['runs'] if is_variant(n)]
+    variants = [n for n in facts['runs'] if is_variant(n)]
     if len(variants) != 3:
         raise InputError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
     return [BASELINE, *variants, SCRATCH]
@@ -49,10 +49,10 @@ def _check_notebook(nb_path:Path):
 def check_submission(notebook, out)->list:
     "Raise one sentence on the first thing missing from a complete submission; the run names when all is well."
     nb_path, out = Path(notebook), Path(out)
-    res = read_json(out/STUDY_JSON,
+    facts = read_json(out/STUDY_JSON,
                     fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
-    if res is None: raise InputError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
-    runs = expected_runs(res)
+    if facts is None: raise InputError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
+    runs = expected_runs(facts)
     for r in runs: _check_run(out/r, out)
     _check_notebook(nb_path)
     return runs

@@ -339,10 +339,10 @@ def run_state(run_dir:Path, # a run folder
     if len(ck['history']) < ck['epochs']:
         warnings.warn(f"{f} was damaged: removed, the run resumes from {ck_path.name}.")
         return None
-    res = run_summary(RunConfig(**ck['config']), ck['history'], wall=sum(r['time_s'] for r in ck['history']))
-    write_json(res, f)
+    summary = run_summary(RunConfig(**ck['config']), ck['history'], wall=sum(r['time_s'] for r in ck['history']))
+    write_json(summary, f)
     warnings.warn(f"{f} was damaged: rebuilt from {ck_path.name}.")
-    return res
+    return summary
 
 # %% ../nbs/02_train.ipynb #3a4a02a1
 def read_history(run_dir:Path, # a run folder
@@ -486,12 +486,12 @@ def train_run(cfg:RunConfig, # what to train
     finally:
         if writer: writer.flush()
     before = sum(r['time_s'] for r in ck['history']) if ck else 0.    # epochs trained before an interruption
-    res = run_summary(cfg, history, wall=before + time.time() - t0)
-    if rank_distrib(): return res
-    log_hparams(writer, cfg, {k: res['best'][k] for k in ('valid_accuracy', 'valid_f1', 'valid_loss')})
+    summary = run_summary(cfg, history, wall=before + time.time() - t0)
+    if rank_distrib(): return summary
+    log_hparams(writer, cfg, {k: summary['best'][k] for k in ('valid_accuracy', 'valid_f1', 'valid_loss')})
     writer.close()
-    write_json(res, run_dir/RUN_JSON)
-    return res
+    write_json(summary, run_dir/RUN_JSON)
+    return summary
 
 # %% ../nbs/02_train.ipynb #8330e346
 def sweep_configs(base:RunConfig, # the baseline configuration
