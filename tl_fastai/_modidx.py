@@ -253,6 +253,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'tl_fastai.predict.study_results': ('predict.html#study_results', 'tl_fastai/predict.py'),
                                    'tl_fastai.predict.study_test_images': ('predict.html#study_test_images', 'tl_fastai/predict.py')},
             'tl_fastai.report': { 'tl_fastai.report._after_best': ('report.html#_after_best', 'tl_fastai/report.py'),
+                                  'tl_fastai.report._beyond_seed_only': ('report.html#_beyond_seed_only', 'tl_fastai/report.py'),
                                   'tl_fastai.report._dark': ('report.html#_dark', 'tl_fastai/report.py'),
                                   'tl_fastai.report._darkest': ('report.html#_darkest', 'tl_fastai/report.py'),
                                   'tl_fastai.report._errors_sentence': ('report.html#_errors_sentence', 'tl_fastai/report.py'),

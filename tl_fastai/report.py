@@ -302,13 +302,20 @@ def targets_text(facts:dict)->str:
             "(2019) did, so a cell rated 2/3 asks for 2/3, not certainty; best epochs and test metrics use the labels.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
+def _beyond_seed_only(facts:dict, c:dict)->str:
+    "For a difference larger than the seed spread whose 95% CI includes zero: that the test split cannot confirm it."
+    m = seed_spread(facts)
+    if not m or abs(c['diff']) <= max(m['test_accuracy']) - min(m['test_accuracy']) or not c['diff_lo'] <= 0 <= c['diff_hi']:
+        return ''
+    return " Its 95% CI includes zero, so the test split cannot tell it from no change."
+
 def tuning_text(facts:dict)->str:
     "What the sweep found: each value's scores and curves, the chosen variant, and whether tuning changed test accuracy."
     param, best, cmp = facts['config']['param'], facts['best_variant'], facts['comparisons']['tuning']
     lines = [f"- **{param} = {fmt_value(r['config'][param])}**: validation F1 {r['best']['valid_f1']:.3f}, test "
              f"{_pct(r['test']['accuracy'])}; {fit_text(r['fit'])}." for r in map(facts['runs'].get, variant_names(facts))]
     return ('\n'.join(lines) + f"\n\nThe sweep chooses **{best}**, the best validation macro F1. Against the baseline on "
-            f"test: {compare_text(cmp)} " + noise_text(facts, cmp['diff']))
+            f"test: {compare_text(cmp)} " + noise_text(facts, cmp['diff']) + _beyond_seed_only(facts, cmp))
 
 # %% ../nbs/06_report.ipynb #c9cae578
 def models_table(facts:dict)->pd.DataFrame:
