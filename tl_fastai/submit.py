@@ -10,7 +10,9 @@ from pathlib import Path
 import nbformat
 import re
 from .core import BASELINE, BEST_CKPT, CKPT, LOCK, NOTEBOOK, SCRATCH, STUDY_JSON, InputError
-from .core import atomic_write, is_variant, read_json, study_lock
+from .core import atomic_write, is_variant, study_lock
+from .facts import read_facts
+from fastcore.basics import AttrDict
 from .checkpoint import load_checkpoint, CheckpointError
 from .notebook import notebook_errors
 from .bootstrap import requirements
@@ -19,9 +21,9 @@ from .bootstrap import requirements
 __all__ = ['expected_runs', 'check_submission', 'zip_members', 'code_members', 'zip_notebook', 'make_zip']
 
 # %% ../nbs/08_submit.ipynb #035e8897
-def expected_runs(facts:dict)->list:
-    "Run folders the brief requires, from study.json: baseline, the three variants, the scratch CNN."
-    variants = [n for n in facts['runs'] if is_variant(n)]
+def expected_runs(facts:AttrDict)->list:
+    "Run folders the brief requires, from the study's facts: baseline, the three variants, the scratch CNN."
+    variants = [n for n in facts.runs if is_variant(n)]
     if len(variants) != 3:
         raise InputError(f"study.json lists {len(variants)} tuned variants instead of 3: re-run `tl-fastai study`.")
     return [BASELINE, *variants, SCRATCH]
@@ -49,8 +51,7 @@ def _check_notebook(nb_path:Path):
 def check_submission(notebook, out)->list:
     "Raise one sentence on the first thing missing from a complete submission; the run names when all is well."
     nb_path, out = Path(notebook), Path(out)
-    facts = read_json(out/STUDY_JSON,
-                    fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
+    facts = read_facts(out)
     if facts is None: raise InputError(f"{out/STUDY_JSON} is missing: run `tl-fastai study --out {out}` first.")
     runs = expected_runs(facts)
     for r in runs: _check_run(out/r, out)

@@ -21,6 +21,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 from fastcore.basics import AttrDict
 from nbdev.config import get_config
+from tl_fastai.facts import read_facts
 from nbdev.doclinks import nbglob
 from nbdev.process import read_nb, write_nb, nb_frontmatter
 from nbdev.processors import FilterDefaults, exec_show_docs, Processor
@@ -313,12 +314,13 @@ def submission_page(src:Path, study:Path, dest:Path):
     nb = json.loads(src.read_text())
     if not any(c.get('outputs') for c in nb['cells']):
         sys.exit(f'{src} has no outputs: execute it first (tl-fastai notebook --out {study} --execute).')
-    facts = json.loads((study/'study.json').read_text())
-    env, cfg = facts['environment'], facts['config']
+    facts = read_facts(study)
+    if facts is None: sys.exit(f'{study} holds no study.json: run `tl-fastai study --out {study}` first.')
+    env, cfg = facts.environment, facts.config
     when = _executed_at(nb) or datetime.fromtimestamp((study/'study.json').stat().st_mtime, timezone.utc)
-    desc = (f"The submission notebook of a {cfg.get('preset', '')} study on {cfg.get('dataset', 'ELPV')}, executed "
-            f"{when:%Y-%m-%d} on {env['device']}, {env['platform']} (Python {env['python']}, torch {env['torch']}, "
-            f"fastai {env['fastai']}, timm {env['timm']}). Its outputs are the stored results of that run.")
+    desc = (f"The submission notebook of a {cfg.preset} study on {cfg.dataset}, executed "
+            f"{when:%Y-%m-%d} on {env.device}, {env.platform} (Python {env.python}, torch {env.torch}, "
+            f"fastai {env.fastai}, timm {env.timm}). Its outputs are the stored results of that run.")
     fm = {'cell_type': 'raw', 'metadata': {}, 'source': '---\ntitle: Study walkthrough\ndescription: ' +
           json.dumps(desc) + '\nskip_exec: true\n---'}
     nb['cells'].insert(0, fm)
