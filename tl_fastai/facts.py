@@ -104,9 +104,9 @@ def _rows(schema:dict, path:str=''):
         if isinstance(v, dict): yield from _rows(v, p)
         else: yield p, v
 
-def schema_table(schema:dict=FACTS_SCHEMA)->pd.DataFrame:
-    "One row per key of study.json: its path (`*` any name, `?` optional) and meaning."
-    return pd.DataFrame(list(_rows(schema)), columns=['key', 'meaning']).set_index('key')
+def schema_table()->pd.DataFrame:
+    "One row per key of study.json (`FACTS_SCHEMA`): its path (`*` any name, `?` optional) and meaning."
+    return pd.DataFrame(list(_rows(FACTS_SCHEMA)), columns=['key', 'meaning']).set_index('key')
 
 # %% ../nbs/05a_facts.ipynb #998f7c4f
 def _key_schema(schema:dict, key:str):
@@ -116,12 +116,12 @@ def _key_schema(schema:dict, key:str):
     return next((v for k, v in schema.items() if '*' in k and fnmatch(key, k)), None)
 
 def facts_problems(d:dict, # facts, or a part of them
-                   schema:dict=FACTS_SCHEMA, # the part of the schema that describes `d`
+                   schema:dict|None=None, # the part of `FACTS_SCHEMA` that describes `d`; None: all of it
                    strict:bool=False, # also report keys the schema does not document
                    path:str='', # where `d` lies in the facts
                   )->list:
     "Key paths missing from `d` (and, when strict, undocumented), e.g. `['runs.cnn_scratch.test.mcc missing']`."
-    where = lambda k: f"{path}.{k}" if path else k
+    schema, where = FACTS_SCHEMA if schema is None else schema, lambda k: f"{path}.{k}" if path else k
     out = [f"{where(k)} missing" for k in schema if '*' not in k and not k.endswith('?') and k not in d]
     for k, v in d.items():
         sub = _key_schema(schema, k)
