@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 from fastcore.xtras import dict2obj
 from fastcore.basics import AttrDict
-from .core import STUDY_JSON, StateFileError, read_json
+from .core import STUDY_JSON, StateFileError, read_json, write_json
 
 # %% auto #0
-__all__ = ['FACTS_FORMAT', 'FACTS_SCHEMA', 'schema_table', 'facts_problems', 'as_facts', 'read_facts']
+__all__ = ['FACTS_FORMAT', 'FACTS_SCHEMA', 'schema_table', 'facts_problems', 'with_attrs', 'as_facts', 'read_facts',
+           'write_facts']
 
 # %% ../nbs/05a_facts.ipynb #c53f793e
 FACTS_FORMAT = 2 # the shape of study.json's facts: bumped when they change, so stored results are computed again
@@ -132,6 +133,10 @@ def facts_problems(d:dict, # facts, or a part of them
     return out
 
 # %% ../nbs/05a_facts.ipynb #5a0242c0
+def with_attrs(d:dict)->AttrDict:
+    "`d` with attribute access at every level (fastcore's `dict2obj`), its lists left as lists: what `run_study` returns."
+    return dict2obj(d, list_func=list)
+
 def as_facts(d:dict, # the content of a study.json
              source:str=STUDY_JSON, # where it came from, for the error message
             )->AttrDict:
@@ -143,7 +148,7 @@ def as_facts(d:dict, # the content of a study.json
     if probs := facts_problems(d):
         raise StateFileError(f"{source} does not hold a whole study ({', '.join(probs[:3])}"
                              f"{f' and {len(probs) - 3} more' if len(probs) > 3 else ''}): {fix}.")
-    return dict2obj(d, list_func=list)
+    return with_attrs(d)
 
 def read_facts(out, # a study folder
                missing=None, # returned when it has no study.json
@@ -152,3 +157,10 @@ def read_facts(out, # a study folder
     f = Path(out)/STUDY_JSON
     d = read_json(f, missing=None, fix=f"run `tl-fastai study --out {out}` again to rebuild it (finished runs are reused)")
     return missing if d is None else as_facts(d, f)
+
+def write_facts(d:dict, # the facts a study found (`tl_fastai.study.StudyRun.facts`)
+                out, # its folder
+               )->AttrDict:
+    "Write `d` as the study's study.json; return it as `read_facts` will read it (JSON types: lists, plain floats)."
+    write_json(d, Path(out)/STUDY_JSON)
+    return with_attrs(read_json(Path(out)/STUDY_JSON))

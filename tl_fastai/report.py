@@ -15,7 +15,7 @@ from .checkpoint import load_checkpoint
 from .evaluate import error_by_expert_proba, slice_metrics, plot_curves, runs_table
 from .gradcam import LAYER_RULE
 from fastcore.basics import AttrDict
-from fastcore.xtras import dict2obj
+from .facts import with_attrs
 
 # %% auto #0
 __all__ = ['TRANSFER_ONLY', 'LEVERS', 'SEED_SPREAD', 'ELPV_REFS', 'DARK_WORDS', 'PEAK_WORDS', 'MIN_DROP', 'variant_names',
@@ -73,13 +73,13 @@ def _fmt_p(p:float)->str:
     "A p-value for text: three decimals, or '< 0.001'."
     return '< 0.001' if p < 0.001 else f'= {p:.3f}'
 
-LEVERS = dict2obj(dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
+LEVERS = with_attrs(dict(class_weights=dict(measured='2026-11-28', machine='a 2-core CPU', command='python bench/levers.py hard weighted',
                                  plain_valid_accuracy=0.8728, weighted_valid_accuracy=0.8677),
               turns=dict(measured='2026-12-02', machine='a 2-core CPU', seeds=(42, 1, 2), epochs=8,
                          command="python bench/levers.py 'soft turns' 'soft turns seed 1' 'soft turns seed 2'",
                          valid_accuracy=[0.8702, 0.8677, 0.8677], test_accuracy=[0.855, 0.888, 0.8651])))
 # levers of the `cpu` recipe measured on ELPV's split (bench/levers.py): date, machine, command, accuracies
-SEED_SPREAD = dict2obj(dict(cpu=dict(seeds=(42, 1, 2), epochs=8, measured='2026-12-02', machine='a 2-core CPU',
+SEED_SPREAD = with_attrs(dict(cpu=dict(seeds=(42, 1, 2), epochs=8, measured='2026-12-02', machine='a 2-core CPU',
                            command="python bench/levers.py soft 'soft seed 1' 'soft seed 2'",
                            valid_accuracy=[0.883, 0.8677, 0.8651], test_accuracy=[0.8702, 0.8779, 0.8779])))
 # preset -> its baseline recipe trained with several seeds on ELPV's split (bench/levers.py): date, machine, accuracies
@@ -244,9 +244,7 @@ def baseline_text(facts:AttrDict, # the study's facts (`tl_fastai.facts.read_fac
 # %% ../nbs/06_report.ipynb #1c36d798
 def lr_text(facts:AttrDict)->str:
     "What fastai's learning-rate finder suggested for the baseline, next to the rate the study used."
-    e = facts.get('lr_find')
-    if not e:
-        return "This study.json has no learning-rate finder result (it predates it): run the study again to add it."
+    e = facts.lr_find
     lo, hi = sorted((e.valley, e.slide))
     where = 'between them' if lo <= e.lr <= hi else 'above both' if e.lr > hi else 'below both'
     return (f"**Learning rate.** fastai's finder suggests {e.valley:.1e} (*valley*) and {e.slide:.1e} (*slide*); "
@@ -299,7 +297,7 @@ def plan_text(facts:AttrDict)->str:
 # %% ../nbs/06_report.ipynb #2b69b9d6
 def targets_text(facts:AttrDict)->str:
     "What the runs trained on: the class labels, or the experts' probabilities as soft targets."
-    if not facts.runs[BASELINE].config.get('soft'):
+    if not facts.runs[BASELINE].config.soft:
         return "**Targets.** Every run trained on the class labels, with the cross-entropy loss."
     return ("**Targets.** Soft: every run learns the experts' defect probability (0, 1/3, 2/3, 1), as Deitsch et al. "
             "(2019) did, so a cell rated 2/3 asks for 2/3, not certainty; best epochs and test metrics use the labels.")
@@ -482,14 +480,14 @@ def error_tables(facts:AttrDict, out:Path)->dict:
 # %% ../nbs/06_report.ipynb #0051e633
 def _layer_sentence(g:dict)->str:
     "The layer choice from the per-layer evidence."
-    if not g.get('layers'): return ''
+    if not g.layers: return ''
     l = next(l for l in g.layers if l.layer == g.layer)
     return (f"**Layer.** {g.layer} ({l.grid_h}x{l.grid_w}, {l.cell_px:.0f} px per map cell), of the "
             f"{len(g.layers)} in the table: {LAYER_RULE}.")
 
 def _reliance_sentence(g:dict)->str:
     "Over-reliance as one measured statement: heat on busbars and edges against heat on defect-like dark pixels."
-    if g.get('heat_by_design') is None: return ''
+    if g.heat_by_design is None: return ''
     bd, dd = g.heat_by_design / g.area_by_design, g.heat_defect_dark / max(g.area_defect_dark, 1e-9)
     n_dark = g.peak_on.get('dark region', 0) + g.peak_on.get('dark spot', 0)
     n_design = g.peak_on.get('busbar', 0) + g.peak_on.get('edge', 0)
@@ -526,7 +524,7 @@ def gradcam_text(facts:AttrDict, out:Path)->str:
             + ("the maps point at evidence the model uses." if g.faithful
                else "not more faithful than chance, so read them with care."))
     limits = (f"**Limits.** A map cell covers {g.cell_px:.0f} px of the {g.cell_px * g.map_grid:.0f} px input, "
-              f"wider than a crack, and {g.n_cases} cases illustrate rather than measure." if g.get('cell_px') else '')
+              f"wider than a crack, and {g.n_cases} cases illustrate rather than measure." if g.cell_px else '')
     paras = [_layer_sentence(g), road, _reliance_sentence(g), limits, _errors_sentence(error_tables(facts, out))]
     return '\n\n'.join(p for p in paras if p)
 

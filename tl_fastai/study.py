@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_study.ipynb #70b3ff12
 from __future__ import annotations
-import contextlib, dataclasses, functools, json, shutil, tempfile, time
+import contextlib, dataclasses, functools, hashlib, json, os, shutil, tempfile, time
 from dataclasses import asdict
 from pathlib import Path
 from fastcore.xtras import modified_env
@@ -19,7 +19,7 @@ from .core import (BASELINE, GRADCAM_CASES, PLAN_JSON, SCRATCH, STUDY_JSON, TEST
                             is_variant, read_json, save_fig, study_lock, write_csv, write_json, best_checkpoint)
 from .data import explore, get_dls, get_test_dl
 from .checkpoint import load_checkpoint
-from .facts import FACTS_FORMAT, as_facts, read_facts
+from .facts import FACTS_FORMAT, read_facts, write_facts
 from .train import (RunConfig, train_run, best_variant, environment, main_first, is_ddp, build_learner,
                              norm_for, read_history)
 from .plan import (StudyConfig, _finished, check_plan, epochs_line, fit_budget, plan_table, run_configs,
@@ -354,9 +354,8 @@ class StudyRun:
                     wall_times=self.times, fingerprint=self.fingerprint)
 
     def write(self, facts:dict)->AttrDict:
-        "Write study.json, print the test table, the comparisons and the times; return the facts (`as_facts`)."
-        write_json(facts, self.out/STUDY_JSON)
-        facts, n_test, t = as_facts(facts, self.out/STUDY_JSON), (self.df.split == 'test').sum(), self.times
+        "Write study.json, print the test table, the comparisons and the times; return the facts as the file holds them."
+        facts, n_test, t = write_facts(facts, self.out), (self.df.split == 'test').sum(), self.times
         self.log(f"\nTest set ({n_test} images), best checkpoint of each run:\n{runs_table(facts).to_string()}")
         self.log(f"\nBest variant (validation {self.monitor}): {self.best}\n" + pd.DataFrame(facts.comparisons).T[
             ['model_a', 'model_b', 'diff', 'diff_lo', 'diff_hi', 'p', 'significant']].to_string())
@@ -389,7 +388,7 @@ def _run_study(s:StudyRun)->AttrDict:
 # %% ../nbs/05_study.ipynb #1abf8706
 def smoke_study()->Path:
     "The folder of a finished smoke study, trained once per version of the code and shared by the documentation's examples."
-    import tl_fastai, hashlib, os
+    import tl_fastai
     code = hashlib.sha1(b''.join(f.read_bytes() for f in sorted(Path(tl_fastai.__file__).parent.glob('*.py'))))
     root = Path(tempfile.gettempdir())/f"tl_fastai_smoke_{os.getuid() if hasattr(os, 'getuid') else 0}"
     out = root/code.hexdigest()[:12]/'saved_models'
